@@ -1,0 +1,1 @@
+"""text4seg: segmentation as text."""

@@ -1,0 +1,49 @@
+"""`text4seg` command line: one sub-command per job, each defined next to the code it drives.
+
+Each module listed in `COMMANDS` exposes `register(subparsers)` (adds its parser, sets `func`) and
+keeps heavy imports (torch, transformers, datasets) inside the function that runs the command, so
+`text4seg --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, str] = {
+    "encode": "text4seg.codec.cli",
+    "decode": "text4seg.codec.cli",
+    "build": "text4seg.data.cli",
+    "train": "text4seg.train.cli",
+    "predict": "text4seg.infer.cli",
+    "evaluate": "text4seg.eval.cli",
+    "demo": "text4seg.demo_cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="text4seg", description="Segmentation as text for multimodal LLMs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in dict.fromkeys(COMMANDS.values()):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
