@@ -1,0 +1,29 @@
+"""The descriptor codec: masks <-> label grids <-> R-RLE text. Pure numpy and the standard library."""
+
+from .descriptor import Descriptor, decode, encode_label_map, encode_mask, extract_segments, format_answer
+from .format import TEXT4SEG, DescriptorFormat, LabelError, check_label
+from .grid import grid_to_mask, label_map_to_grid, mask_to_box, mask_to_grid
+from .rle import DescriptorParseError, Repair, grid_to_cell_text, grid_to_text, parse_lenient, parse_strict
+
+__all__ = [
+    "TEXT4SEG",
+    "Descriptor",
+    "DescriptorFormat",
+    "DescriptorParseError",
+    "LabelError",
+    "Repair",
+    "check_label",
+    "decode",
+    "encode_label_map",
+    "encode_mask",
+    "extract_segments",
+    "format_answer",
+    "grid_to_cell_text",
+    "grid_to_mask",
+    "grid_to_text",
+    "label_map_to_grid",
+    "mask_to_box",
+    "mask_to_grid",
+    "parse_lenient",
+    "parse_strict",
+]

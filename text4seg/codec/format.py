@@ -1,0 +1,84 @@
+"""The descriptor format: grid size, background label, separators and answer tags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+GridSize = tuple[int, int]
+
+
+def as_grid_size(grid: int | tuple[int, int] | list[int]) -> GridSize:
+    """Normalise a grid given as `g` or `(rows, cols)` to `(rows, cols)`, refusing non-positive sizes."""
+    if isinstance(grid, int):
+        rows = cols = grid
+    else:
+        rows, cols = (int(v) for v in grid)
+    if rows < 1 or cols < 1:
+        raise ValueError(f"grid size must be positive, got {grid!r}")
+    return rows, cols
+
+
+@dataclass(frozen=True)
+class DescriptorFormat:
+    """How a label grid is written as text.
+
+    A row is a list of runs `{label}{count_sep}{count}` joined by `run_sep`; rows are joined by
+    `row_sep` and the whole text ends with `end`. In a model answer the text sits between
+    `open_tag` and `close_tag`. `TEXT4SEG` is the layout of the Text4Seg paper's released data.
+    """
+
+    grid: GridSize = (16, 16)
+    background: str = "others"
+    count_sep: str = " *"
+    run_sep: str = "| "
+    row_sep: str = "\n "
+    end: str = "\n"
+    open_tag: str = "<seg>"
+    close_tag: str = "</seg>"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grid", as_grid_size(self.grid))
+        for name in ("count_sep", "run_sep", "row_sep", "open_tag", "close_tag"):
+            if not getattr(self, name):
+                raise ValueError(f"DescriptorFormat.{name} must not be empty")
+        check_label(self.background, self)
+
+    @property
+    def rows(self) -> int:
+        return self.grid[0]
+
+    @property
+    def cols(self) -> int:
+        return self.grid[1]
+
+    def with_grid(self, grid: int | tuple[int, int]) -> DescriptorFormat:
+        """A copy of this format with another grid size."""
+        return replace(self, grid=as_grid_size(grid))
+
+    def forbidden_in_labels(self) -> tuple[str, ...]:
+        """Substrings a label may not contain, or the text would be ambiguous."""
+        parts = {self.count_sep, self.run_sep, self.row_sep, self.open_tag, self.close_tag, "\n", "\r"}
+        if self.end.strip(" "):
+            parts.add(self.end)
+        return tuple(sorted(parts))
+
+
+class LabelError(ValueError):
+    """A label that cannot be written in the descriptor format."""
+
+
+def check_label(label: str, fmt: DescriptorFormat) -> str:
+    """Return `label` if it can be written unambiguously in `fmt`, else raise `LabelError` saying why."""
+    if not isinstance(label, str):
+        raise LabelError(f"label must be a string, got {type(label).__name__}: {label!r}")
+    if not label.strip():
+        raise LabelError("label must not be empty or only whitespace")
+    if label != label.strip():
+        raise LabelError(f"label {label!r} has leading or trailing whitespace")
+    for part in fmt.forbidden_in_labels():
+        if part in label:
+            raise LabelError(f"label {label!r} contains the separator {part!r}")
+    return label
+
+
+TEXT4SEG = DescriptorFormat()
