@@ -1,0 +1,117 @@
+"""Decode one COCO segmentation (polygons, uncompressed or compressed RLE) into a checked mask.
+
+pycocotools trusts its input: a 4-number polygon is silently read as a box, and RLE whose counts do
+not add up to the image size makes its decoder read or write out of bounds. `decode_segmentation`
+checks each form first and raises `BadAnnotation` with a reason code instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+class BadAnnotation(ValueError):
+    """A segmentation that cannot be turned into a mask; ``reason`` is a short code for the report."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def rle_string_counts(counts: bytes) -> list[int]:
+    """Run lengths of a COCO compressed-RLE string (the LEB128-like code pycocotools writes)."""
+    out: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value = shift = 0
+        more = True
+        while more:
+            if pos >= len(counts):
+                raise BadAnnotation("bad_rle", "compressed RLE string ends inside a number")
+            char = counts[pos] - 48
+            if not 0 <= char < 64:
+                raise BadAnnotation("bad_rle", f"invalid character {chr(counts[pos])!r} in compressed RLE")
+            value |= (char & 0x1F) << (5 * shift)
+            more = bool(char & 0x20)
+            pos += 1
+            shift += 1
+            if not more and char & 0x10:
+                value |= -1 << (5 * shift)
+        if len(out) > 2:
+            value += out[-2]
+        if value < 0:
+            raise BadAnnotation("bad_rle", "compressed RLE has a negative run length")
+        out.append(value)
+    return out
+
+
+def _polygons(segmentation: list, height: int, width: int) -> np.ndarray:
+    if not segmentation:
+        raise BadAnnotation("empty_mask", "segmentation is an empty polygon list")
+    polygons = []
+    for k, polygon in enumerate(segmentation):
+        if not isinstance(polygon, (list, tuple)) or not all(_is_number(v) for v in polygon):
+            raise BadAnnotation("bad_polygon", f"polygon {k} is not a list of finite numbers")
+        if len(polygon) % 2:
+            raise BadAnnotation("bad_polygon", f"polygon {k} has an odd number of coordinates ({len(polygon)})")
+        if len(polygon) < 6:
+            raise BadAnnotation("polygon_too_small", f"polygon {k} has {len(polygon) // 2} points (< 3)")
+        polygons.append([float(v) for v in polygon])
+    rles = mask_utils.frPyObjects(polygons, height, width)
+    return mask_utils.decode(mask_utils.merge(rles))
+
+
+def _rle(segmentation: dict, height: int, width: int) -> np.ndarray:
+    size = segmentation.get("size")
+    counts = segmentation.get("counts")
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or [*size] != [height, width]:
+        raise BadAnnotation("rle_size_mismatch", f"RLE size {size} differs from the image size [{height}, {width}]")
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise BadAnnotation("bad_rle", "uncompressed RLE counts must be non-negative integers")
+        total = sum(counts)
+        if total != height * width:
+            raise BadAnnotation("bad_rle", f"uncompressed RLE covers {total} pixels, the image has {height * width}")
+        rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    elif isinstance(counts, (str, bytes)):
+        raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
+        total = sum(rle_string_counts(raw))
+        if total != height * width:
+            raise BadAnnotation("bad_rle", f"compressed RLE covers {total} pixels, the image has {height * width}")
+        rle = {"size": [height, width], "counts": raw}
+    else:
+        raise BadAnnotation("bad_rle", f"RLE counts of type {type(counts).__name__}")
+    return mask_utils.decode(rle)
+
+
+def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """COCO ``segmentation`` (polygon list, uncompressed RLE or compressed RLE) -> bool H×W mask.
+
+    Raises `BadAnnotation` for polygons of fewer than 3 points, RLE of another size or whose runs
+    do not cover the image, malformed values, and masks with no foreground pixel.
+    """
+    if isinstance(segmentation, list):
+        mask = _polygons(segmentation, height, width)
+    elif isinstance(segmentation, dict):
+        mask = _rle(segmentation, height, width)
+    else:
+        raise BadAnnotation("bad_segmentation", f"segmentation of type {type(segmentation).__name__}")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise BadAnnotation("empty_mask", "the segmentation covers no pixel")
+    return mask
+
+
+def encode_counts(mask: np.ndarray) -> str:
+    """COCO compressed-RLE ``counts`` string of a bool mask (decode with size [H, W])."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return rle["counts"].decode("ascii")
