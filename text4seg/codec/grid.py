@@ -7,6 +7,7 @@ matrix products. Conventions: a grid is a 2-D integer array, 0 is the background
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -20,6 +21,12 @@ DOWN_METHODS: tuple[str, ...] = ("nearest", "area")
 UP_METHODS: tuple[str, ...] = ("nearest", "bilinear")
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """Mark a cached array read-only so no caller can corrupt the cache."""
+    array.flags.writeable = False
+    return array
+
+
 def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
@@ -27,6 +34,7 @@ def _check_2d(array: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
+@lru_cache(maxsize=256)
 def nearest_indices(size: int, cells: int) -> np.ndarray:
     """Source index sampled for each of `cells` outputs: the pixel under the cell centre.
 
@@ -36,20 +44,21 @@ def nearest_indices(size: int, cells: int) -> np.ndarray:
     """
     scale = size / cells
     centres = np.cumsum(np.concatenate([[scale * 0.5], np.full(cells - 1, scale)]))
-    return np.minimum(centres.astype(np.int64), size - 1)
+    return _frozen(np.minimum(centres.astype(np.int64), size - 1))
 
 
+@lru_cache(maxsize=256)
 def _area_weights(size: int, cells: int) -> np.ndarray:
     """(cells × size) matrix: row i holds the share of each pixel covered by cell i, normalised to sum 1."""
     edges = np.arange(cells + 1) * (size / cells)
     start = np.arange(size)[None, :]
     overlap = np.clip(np.minimum(start + 1, edges[1:, None]) - np.maximum(start, edges[:-1, None]), 0, None)
-    return overlap / overlap.sum(axis=1, keepdims=True)
+    return _frozen((overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32))
 
 
 def _area_fraction(binary: np.ndarray, rows: int, cols: int) -> np.ndarray:
     height, width = binary.shape
-    return _area_weights(height, rows) @ binary.astype(np.float64) @ _area_weights(width, cols).T
+    return _area_weights(height, rows) @ binary.astype(np.float32) @ _area_weights(width, cols).T
 
 
 def mask_to_grid(
@@ -64,12 +73,12 @@ def mask_to_grid(
     as in Text4Seg's released data); `area` marks a cell when at least `threshold` of its area is
     foreground, which keeps thin or small objects from vanishing or appearing by chance.
     """
-    mask = _check_2d(mask, "mask") != 0
+    mask = _check_2d(mask, "mask")
     rows, cols = as_grid_size(grid)
     if method == "nearest":
-        return mask[np.ix_(nearest_indices(mask.shape[0], rows), nearest_indices(mask.shape[1], cols))]
+        return mask[np.ix_(nearest_indices(mask.shape[0], rows), nearest_indices(mask.shape[1], cols))] != 0
     if method == "area":
-        return _area_fraction(mask, rows, cols) >= threshold
+        return _area_fraction(mask != 0, rows, cols) >= threshold
     raise ValueError(f"unknown downsampling method {method!r}; use one of {DOWN_METHODS}")
 
 
@@ -101,20 +110,24 @@ def label_map_to_grid(
     return values[np.argmax(scores, axis=0)].astype(np.int32)
 
 
+@lru_cache(maxsize=256)
 def _bilinear_weights(size: int, cells: int) -> np.ndarray:
     """(size × cells) matrix interpolating cell-centre samples at pixel centres, edges clamped."""
     pos = np.clip((np.arange(size) + 0.5) * cells / size - 0.5, 0, cells - 1)
     low = np.floor(pos).astype(np.int64)
     high = np.minimum(low + 1, cells - 1)
     frac = pos - low
-    weights = np.zeros((size, cells))
+    weights = np.zeros((size, cells), dtype=np.float32)
     weights[np.arange(size), low] += 1 - frac
     weights[np.arange(size), high] += frac
-    return weights
+    return _frozen(weights)
 
 
-def _pixel_cells(size: int, cells: int) -> np.ndarray:
-    return np.minimum(((np.arange(size) + 0.5) * cells / size).astype(np.int64), cells - 1)
+@lru_cache(maxsize=256)
+def _pixels_per_cell(size: int, cells: int) -> np.ndarray:
+    """How many output pixels each cell covers: pixel p (centre p + 0.5) belongs to cell floor((p + 0.5) * cells / size)."""
+    owner = np.minimum(((np.arange(size) + 0.5) * cells / size).astype(np.int64), cells - 1)
+    return _frozen(np.bincount(owner, minlength=cells))
 
 
 def grid_to_mask(
@@ -139,17 +152,16 @@ def grid_to_mask(
     if binary:
         target = grid == (1 if label is None else label)
     if method == "nearest":
-        rows, cols = _pixel_cells(height, grid.shape[0]), _pixel_cells(width, grid.shape[1])
-        if binary:
-            return target[np.ix_(rows, cols)]
-        return grid[np.ix_(rows, cols)].astype(np.int32)
+        rows, cols = _pixels_per_cell(height, grid.shape[0]), _pixels_per_cell(width, grid.shape[1])
+        source = target if binary else grid.astype(np.int32)
+        return np.repeat(np.repeat(source, rows, axis=0), cols, axis=1)
     if method != "bilinear":
         raise ValueError(f"unknown upsampling method {method!r}; use one of {UP_METHODS}")
     wy, wx = _bilinear_weights(height, grid.shape[0]), _bilinear_weights(width, grid.shape[1])
     if binary:
-        return (wy @ target.astype(np.float64) @ wx.T) >= 0.5
+        return (wy @ (target.astype(np.float32) @ wx.T)) >= 0.5
     values = np.unique(grid)
-    scores = np.stack([wy @ (grid == v).astype(np.float64) @ wx.T for v in values])
+    scores = np.stack([wy @ ((grid == v).astype(np.float32) @ wx.T) for v in values])
     return values[np.argmax(scores, axis=0)].astype(np.int32)
 
 

@@ -88,15 +88,16 @@ def grid_to_text(grid: np.ndarray, labels: Sequence[str], fmt: DescriptorFormat 
     """Write a label grid as R-RLE descriptor text (no answer tags); `labels[v]` names grid value v."""
     labels = check_labels(labels, fmt)
     grid = _check_grid(grid, len(labels))
+    names = [f"{label}{fmt.count_sep}" for label in labels]
     rows = []
-    for row in grid:
-        starts = np.flatnonzero(np.diff(row, prepend=-1))
-        counts = np.diff(np.append(starts, row.size))
-        rows.append(
-            fmt.run_sep.join(
-                f"{labels[row[s]]}{fmt.count_sep}{c}" for s, c in zip(starts, counts, strict=True)
-            )
-        )
+    for row in grid.tolist():
+        runs, start = [], 0
+        for j in range(1, len(row)):
+            if row[j] != row[j - 1]:
+                runs.append(f"{names[row[start]]}{j - start}")
+                start = j
+        runs.append(f"{names[row[start]]}{len(row) - start}")
+        rows.append(fmt.run_sep.join(runs))
     return fmt.row_sep.join(rows) + fmt.end
 
 
