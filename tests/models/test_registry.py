@@ -1,0 +1,55 @@
+"""Architecture facts found from structure: parts, end-of-turn token, prompt rendering."""
+
+from __future__ import annotations
+
+import pytest
+
+from text4seg.models import registry
+from text4seg.models.tiny import ARCHS, build_tiny
+
+EXPECTED_END = {
+    "qwen2_vl": "<|im_end|>",
+    "qwen2_5_vl": "<|im_end|>",
+    "qwen3_vl": "<|im_end|>",
+    "llava": "</s>",  # the template ends a turn with a space only: EOS fallback
+    "idefics3": "<end_of_utterance>",
+    "smolvlm": "<end_of_utterance>",
+    "paligemma": "<eos>",  # no chat template
+    "gemma3": "<end_of_turn>",
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_parts_end_of_turn_and_prompt(arch):
+    import torch
+
+    model, processor = build_tiny(arch)
+    parts = registry.find_parts(model)
+    names = dict(model.named_modules())
+    assert parts.language_model in names and parts.vision_tower and parts.projector
+    assert names[parts.language_model].get_input_embeddings() is model.get_input_embeddings()
+    for tower in parts.vision_tower:
+        assert not tower.startswith(parts.language_model)
+    # Every parameter is exactly one of: language model, vision tower (incl. its projector), projector, head.
+    for name, _ in model.named_parameters():
+        owners = [
+            registry.in_parts(name, [parts.language_model]),
+            registry.in_parts(name, parts.vision_tower),
+        ]
+        owners.append(registry.in_parts(name, parts.projector) and not owners[1])
+        owners.append(parts.lm_head is not None and registry.in_parts(name, [parts.lm_head]))
+        assert sum(owners) == 1, name
+    # LoRA targets: every Linear of the language model and nothing else.
+    import re
+
+    pattern = re.compile(parts.lora_target_regex(model))
+    for name, mod in names.items():
+        if isinstance(mod, torch.nn.Linear):
+            assert bool(pattern.fullmatch(name)) == name.startswith(parts.language_model + "."), name
+    assert registry.end_of_turn(processor) == EXPECTED_END[arch]
+    assert registry.end_of_turn_ids(processor)[0] == processor.tokenizer.convert_tokens_to_ids(
+        EXPECTED_END[arch]
+    )
+    prompt = registry.render_prompt(processor, "Segment it.")
+    assert "Segment it." in prompt
+    assert registry.answer_token_type(model) == (1 if arch == "paligemma" else 0)

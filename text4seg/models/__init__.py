@@ -1,0 +1,27 @@
+"""Model construction and loading: tiny offline models, Auto-class loading, architecture registry.
+
+Submodules import torch/transformers lazily, so importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ARCHS", "build_tiny", "find_parts", "load_model_and_processor", "end_of_turn", "render_prompt"]
+
+_LAZY = {
+    "ARCHS": "text4seg.models.tiny",
+    "build_tiny": "text4seg.models.tiny",
+    "load_model_and_processor": "text4seg.models.loading",
+    "find_parts": "text4seg.models.registry",
+    "end_of_turn": "text4seg.models.registry",
+    "render_prompt": "text4seg.models.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'text4seg.models' has no attribute {name!r}")
