@@ -53,7 +53,7 @@ def test_build_is_deterministic_and_overridable():
     a, _ = build_tiny("llava", seed=3)
     b, _ = build_tiny("llava", seed=3, num_layers=1, text_config={"intermediate_size": 32})
     c, _ = build_tiny("llava", seed=3)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters(), strict=True))
     assert b.config.text_config.num_hidden_layers == 1
     assert b.config.text_config.intermediate_size == 32
 
