@@ -146,15 +146,19 @@ PRED = np.array([[0, 1, 1, 1], [2, 0, 0, 2]])
 def test_confusion_matrix_skips_ignored_pixels():
     cm = confusion_matrix(PRED, GT, 3)
     assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    assert confusion_matrix(np.array([[7]]), np.array([[1]]), 3).sum() == 0  # out-of-range prediction
+    with pytest.raises(ValueError, match="predicted class 7"):
+        confusion_matrix(np.array([[7]]), np.array([[1]]), 3)
+    with pytest.raises(ValueError, match="ground-truth class 4"):
+        confusion_matrix(np.array([[0]]), np.array([[4]]), 3)
 
 
 def test_semantic_miou_hand_computed():
-    acc = SemanticMetrics(3, ["others", "cat", "dog"])
+    acc = SemanticMetrics(3, ["others", "cat", "dog"], background=0)
     acc.update(PRED, GT)
     m = acc.compute()
     assert m["per_class_iou"] == pytest.approx({"others": 1 / 3, "cat": 2 / 3, "dog": 1 / 2})
     assert m["mIoU"] == pytest.approx(0.5)
+    assert m["mIoU_fg"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert m["pixel_acc"] == pytest.approx(4 / 6)
     assert m["n_classes_present"] == 3
 
@@ -171,7 +175,8 @@ def test_semantic_all_classes_absent():
     acc = SemanticMetrics(3)
     acc.update(np.zeros((2, 2), int), np.full((2, 2), 255))
     m = acc.compute()
-    assert m["mIoU"] is None and m["pixel_acc"] is None and m["n_classes_present"] == 0
+    assert m["mIoU"] is None and m["mIoU_fg"] is None
+    assert m["pixel_acc"] is None and m["n_classes_present"] == 0
 
 
 def _random_samples(n, seed=0):

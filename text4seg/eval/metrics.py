@@ -246,7 +246,8 @@ def confusion_matrix(
 ) -> np.ndarray:
     """K×K int64 counts, rows = ground truth, columns = prediction; pixels whose gt is `ignore_index` are skipped.
 
-    A prediction outside [0, K) counts as a miss for the true class (it is put in no column).
+    A ground-truth value outside [0, K) other than `ignore_index`, or a prediction outside [0, K) on a
+    counted pixel, is an error: a silently dropped pixel would bias every IoU.
     """
     p = np.asarray(pred)
     g = np.asarray(gt)
@@ -254,13 +255,14 @@ def confusion_matrix(
         raise ValueError(f"prediction shape {p.shape} differs from ground-truth shape {g.shape}")
     p = p.astype(np.int64, copy=False).ravel()
     g = g.astype(np.int64, copy=False).ravel()
-    keep = (g >= 0) & (g < num_classes)
     if ignore_index is not None:
-        keep &= g != ignore_index
-    g = g[keep]
-    p = p[keep]
-    valid = (p >= 0) & (p < num_classes)
-    cm = np.bincount(g[valid] * num_classes + p[valid], minlength=num_classes * num_classes)
+        keep = g != ignore_index
+        g, p = g[keep], p[keep]
+    for name, values in (("ground-truth", g), ("predicted", p)):
+        bad = (values < 0) | (values >= num_classes)
+        if bad.any():
+            raise ValueError(f"{name} class {int(values[bad][0])} is outside [0, {num_classes})")
+    cm = np.bincount(g * num_classes + p, minlength=num_classes * num_classes)
     return cm.reshape(num_classes, num_classes).astype(np.int64)
 
 
@@ -268,11 +270,16 @@ class SemanticMetrics:
     """Semantic segmentation over K classes, through one K×K confusion matrix.
 
     IoU_k = TP_k / (TP_k + FP_k + FN_k); mIoU is the mean over classes present in the ground truth or
-    the predictions (union > 0); None when every class is absent. Pixel accuracy is reported alongside.
+    the predictions (union > 0); None when every class is absent. With `background` set (the index of
+    the background class), `mIoU_fg` leaves that class out. Pixel accuracy is reported alongside.
     """
 
     def __init__(
-        self, num_classes: int, class_names: Sequence[str] | None = None, ignore_index: int | None = 255
+        self,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int | None = 255,
+        background: int | None = None,
     ):
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
@@ -283,6 +290,7 @@ class SemanticMetrics:
             list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
         )
         self.ignore_index = ignore_index
+        self.background = background
         self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -292,6 +300,8 @@ class SemanticMetrics:
         return cm
 
     def merge(self, other: SemanticMetrics) -> SemanticMetrics:
+        if other.class_names != self.class_names:
+            raise ValueError(f"cannot merge classes {other.class_names} into {self.class_names}")
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge {other.num_classes} classes into {self.num_classes}")
         self.confusion += other.confusion
@@ -302,12 +312,15 @@ class SemanticMetrics:
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "ignore_index": self.ignore_index,
+            "background": self.background,
             "confusion": self.confusion.tolist(),
         }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> SemanticMetrics:
-        acc = cls(int(state["num_classes"]), state["class_names"], state["ignore_index"])
+        acc = cls(
+            int(state["num_classes"]), state["class_names"], state["ignore_index"], state.get("background")
+        )
         acc.confusion = np.asarray(state["confusion"], dtype=np.int64).reshape(
             acc.num_classes, acc.num_classes
         )
@@ -324,8 +337,12 @@ class SemanticMetrics:
         ious = self.per_class_iou()
         present = ~np.isnan(ious)
         total = int(self.confusion.sum())
+        fg = present.copy()
+        if self.background is not None:
+            fg[self.background] = False
         return {
             "mIoU": float(ious[present].mean()) if present.any() else None,
+            "mIoU_fg": float(ious[fg].mean()) if fg.any() else None,
             "pixel_acc": float(np.trace(self.confusion) / total) if total else None,
             "n_classes_present": int(present.sum()),
             "per_class_iou": {
