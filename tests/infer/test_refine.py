@@ -6,70 +6,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import (
-    Sam2Config,
-    Sam2ImageProcessor,
-    Sam2Model,
-    Sam2Processor,
-    SamConfig,
-    SamImageProcessor,
-    SamModel,
-    SamProcessor,
-)
-from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
 
-from text4seg.infer.refine import SamRefiner
+from text4seg.infer.refine import SamRefiner, tiny_sam
 
 
-def tiny_sam() -> tuple[SamModel, SamProcessor]:
-    torch.manual_seed(0)
-    config = SamConfig(
-        vision_config=dict(
-            hidden_size=96,
-            image_size=256,
-            patch_size=16,
-            output_channels=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            global_attn_indexes=[1],
-            mlp_dim=192,
-            num_pos_feats=32,
-        ),
-        prompt_encoder_config=dict(hidden_size=64, image_size=256, patch_size=16),
-        mask_decoder_config=dict(hidden_size=64, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=64),
-    )
-    processor = SamProcessor(
-        image_processor=SamImageProcessor(size={"longest_edge": 256}, pad_size={"height": 256, "width": 256})
-    )
-    return SamModel(config).eval(), processor
-
-
-def tiny_sam2() -> tuple[Sam2Model, Sam2Processor]:
-    torch.manual_seed(0)
-    backbone = Sam2HieraDetConfig(
-        hidden_size=16,
-        num_attention_heads=1,
-        image_size=[128, 128],
-        blocks_per_stage=[1, 1, 2, 1],
-        embed_dim_per_stage=[16, 32, 64, 128],
-        num_attention_heads_per_stage=[1, 1, 2, 2],
-        window_size_per_stage=[4, 4, 4, 4],
-        global_attention_blocks=[3],
-        window_positional_embedding_background_size=[4, 4],
-    )
-    vision = Sam2VisionConfig(
-        backbone_config=backbone,
-        backbone_channel_list=[128, 64, 32, 16],
-        backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
-        fpn_hidden_size=32,
-    )
-    config = Sam2Config(
-        vision_config=vision,
-        prompt_encoder_config=dict(hidden_size=32, image_size=128, patch_size=16),
-        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
-    )
-    processor = Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 128, "width": 128}))
-    return Sam2Model(config).eval(), processor
+def tiny_sam2():
+    return tiny_sam("sam2")
 
 
 BUILDERS = {"sam": tiny_sam, "sam2": tiny_sam2}

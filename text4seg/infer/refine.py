@@ -14,8 +14,8 @@ implementation saw refinement lower scores), so when the refined mask's IoU with
 under `min_iou` the coarse mask is kept and the result says so (`LabelRefinement.kept_coarse`).
 
 Real checkpoints: `SamRefiner.from_pretrained("facebook/sam-vit-base")` (or `facebook/sam-vit-huge`,
-`facebook/sam2.1-hiera-tiny|small|base-plus|large`). Tests build tiny random models from configs and
-use `SamRefiner(model, processor)`.
+`facebook/sam2.1-hiera-tiny|small|base-plus|large`). Tests, benches and the offline demo use
+`SamRefiner(*tiny_sam())`: a random-weight model built from a config (no download).
 """
 
 from __future__ import annotations
@@ -367,3 +367,79 @@ class SamRefiner:
         """Refine a binary H×W mask at image size (the mask serves as grid and as coarse mask)."""
         mask = np.asarray(mask).astype(bool)
         return self.refine(image, mask.astype(np.int64), coarse=mask, key=key)
+
+
+def tiny_sam(kind: str = "sam", seed: int = 0) -> tuple[torch.nn.Module, Any]:
+    """A tiny random-weight `SamModel` (256-px input, 16×16 embedding, ~0.5M params) or `Sam2Model`
+    (128-px input, 8×8 embedding, ~0.35M params) with a matching processor, built offline from configs.
+    For tests and benches: the masks it makes are meaningless, the shapes and the code paths are real."""
+    from transformers import (
+        Sam2Config,
+        Sam2ImageProcessor,
+        Sam2Model,
+        Sam2Processor,
+        SamConfig,
+        SamImageProcessor,
+        SamModel,
+        SamProcessor,
+    )
+    from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
+
+    torch.manual_seed(seed)
+    if kind == "sam":
+        config = SamConfig(
+            vision_config={
+                "hidden_size": 96,
+                "image_size": 256,
+                "patch_size": 16,
+                "output_channels": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "global_attn_indexes": [1],
+                "mlp_dim": 192,
+                "num_pos_feats": 32,
+            },
+            prompt_encoder_config={"hidden_size": 64, "image_size": 256, "patch_size": 16},
+            mask_decoder_config={
+                "hidden_size": 64,
+                "mlp_dim": 128,
+                "num_attention_heads": 2,
+                "iou_head_hidden_dim": 64,
+            },
+        )
+        size = {"longest_edge": 256}
+        processor = SamProcessor(
+            image_processor=SamImageProcessor(size=size, pad_size={"height": 256, "width": 256})
+        )
+        return SamModel(config).eval(), processor
+    if kind != "sam2":
+        raise ValueError(f"kind must be 'sam' or 'sam2', got {kind!r}")
+    backbone = Sam2HieraDetConfig(
+        hidden_size=16,
+        num_attention_heads=1,
+        image_size=[128, 128],
+        blocks_per_stage=[1, 1, 2, 1],  # a global-attention block may not open a pooling stage
+        embed_dim_per_stage=[16, 32, 64, 128],
+        num_attention_heads_per_stage=[1, 1, 2, 2],
+        window_size_per_stage=[4, 4, 4, 4],
+        global_attention_blocks=[3],
+        window_positional_embedding_background_size=[4, 4],
+    )
+    vision = Sam2VisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=[128, 64, 32, 16],
+        backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
+        fpn_hidden_size=32,
+    )
+    config = Sam2Config(
+        vision_config=vision,
+        prompt_encoder_config={"hidden_size": 32, "image_size": 128, "patch_size": 16},
+        mask_decoder_config={
+            "hidden_size": 32,
+            "mlp_dim": 64,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
+        },
+    )
+    processor = Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 128, "width": 128}))
+    return Sam2Model(config).eval(), processor
