@@ -62,7 +62,9 @@ def _polygons(segmentation: list, height: int, width: int) -> np.ndarray:
         if not isinstance(polygon, (list, tuple)) or not all(_is_number(v) for v in polygon):
             raise BadAnnotation("bad_polygon", f"polygon {k} is not a list of finite numbers")
         if len(polygon) % 2:
-            raise BadAnnotation("bad_polygon", f"polygon {k} has an odd number of coordinates ({len(polygon)})")
+            raise BadAnnotation(
+                "bad_polygon", f"polygon {k} has an odd number of coordinates ({len(polygon)})"
+            )
         if len(polygon) < 6:
             raise BadAnnotation("polygon_too_small", f"polygon {k} has {len(polygon) // 2} points (< 3)")
         polygons.append([float(v) for v in polygon])
@@ -74,19 +76,25 @@ def _rle(segmentation: dict, height: int, width: int) -> np.ndarray:
     size = segmentation.get("size")
     counts = segmentation.get("counts")
     if not isinstance(size, (list, tuple)) or len(size) != 2 or [*size] != [height, width]:
-        raise BadAnnotation("rle_size_mismatch", f"RLE size {size} differs from the image size [{height}, {width}]")
+        raise BadAnnotation(
+            "rle_size_mismatch", f"RLE size {size} differs from the image size [{height}, {width}]"
+        )
     if isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
             raise BadAnnotation("bad_rle", "uncompressed RLE counts must be non-negative integers")
         total = sum(counts)
         if total != height * width:
-            raise BadAnnotation("bad_rle", f"uncompressed RLE covers {total} pixels, the image has {height * width}")
+            raise BadAnnotation(
+                "bad_rle", f"uncompressed RLE covers {total} pixels, the image has {height * width}"
+            )
         rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
     elif isinstance(counts, (str, bytes)):
         raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
         total = sum(rle_string_counts(raw))
         if total != height * width:
-            raise BadAnnotation("bad_rle", f"compressed RLE covers {total} pixels, the image has {height * width}")
+            raise BadAnnotation(
+                "bad_rle", f"compressed RLE covers {total} pixels, the image has {height * width}"
+            )
         rle = {"size": [height, width], "counts": raw}
     else:
         raise BadAnnotation("bad_rle", f"RLE counts of type {type(counts).__name__}")

@@ -114,7 +114,9 @@ def render(
     """
     if task == "refer" and variant == "category":
         fields = {"category": expression}
-        return Turn(_pick(rng, CATEGORY_QUESTIONS).format(**fields), _pick(rng, CATEGORY_ANSWERS).format(**fields))
+        return Turn(
+            _pick(rng, CATEGORY_QUESTIONS).format(**fields), _pick(rng, CATEGORY_ANSWERS).format(**fields)
+        )
     if task == "refer":
         fields = {"expression": expression, "Expression": _capitalise(expression)}
         answers = NO_TARGET_ANSWERS if present and not any(present) else REFER_ANSWERS
@@ -127,7 +129,9 @@ def render(
             "is_are": "is" if count == 1 else "are",
             "instance_word": "instance" if count == 1 else "instances",
         }
-        return Turn(_pick(rng, INSTANCE_QUESTIONS).format(**fields), _pick(rng, INSTANCE_ANSWERS).format(**fields))
+        return Turn(
+            _pick(rng, INSTANCE_QUESTIONS).format(**fields), _pick(rng, INSTANCE_ANSWERS).format(**fields)
+        )
     if task == "semantic":
         classes = list(targets)
         if variant == "all":
