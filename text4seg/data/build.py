@@ -546,7 +546,8 @@ def to_llava_json(
     if isinstance(dataset, DatasetDict):
         dataset = concatenate_datasets([dataset[split] for split in sorted(dataset)])
     dataset = dataset.select_columns(["id", "images", "messages", "source"])
-    dataset = dataset.cast_column("images", List(Image(decode=False)))
+    with _quiet_datasets(True):
+        dataset = dataset.cast_column("images", List(Image(decode=False)))
     root = Path(image_root).resolve() if image_root else None
     items = []
     for record in dataset:
