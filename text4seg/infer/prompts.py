@@ -1,0 +1,72 @@
+"""Questions and label sets for prediction, worded with the training templates (text4seg.data.templates).
+
+A referring expression (a string) becomes the labels `[background, expression]` and a referring
+question; a list of class names becomes `[background, *classes]` and a semantic question. The answer
+sentences the templates can produce are returned too, for the constrained-decoding grammar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from text4seg.codec import TEXT4SEG, DescriptorFormat, check_label
+from text4seg.data import templates
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to ask the model for one image: the question, the label set and the template answer sentences."""
+
+    question: str
+    labels: tuple[str, ...]
+    task: str  # "refer" or "semantic"
+    answer_sentences: tuple[str, ...] | None  # None: the templates allow too many sentences to list
+
+
+def _clean(text: str, what: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a string, got {type(text).__name__}")
+    cleaned = " ".join(text.split())
+    if not cleaned:
+        raise ValueError(f"{what} is empty")
+    return cleaned
+
+
+def _fill(options: Sequence[str], **fields: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(t.format(**fields) for t in options))
+
+
+def make_query(
+    expression_or_classes: str | Sequence[str],
+    fmt: DescriptorFormat = TEXT4SEG,
+    question: str | None = None,
+) -> Query:
+    """The `Query` for a referring expression (str) or a list of class names.
+
+    `question` overrides the template: a format string with `{expression}` (or `{classes}`), or a
+    fixed question. Raises ValueError for an empty expression or class list and `LabelError` for a
+    label the descriptor format cannot hold (one containing a separator).
+    """
+    if isinstance(expression_or_classes, str):
+        expression = _clean(expression_or_classes, "expression")
+        if expression == fmt.background:
+            raise ValueError(f"the expression may not be the background label {fmt.background!r}")
+        check_label(expression, fmt)
+        template = question if question is not None else templates.REFER_QUESTIONS[0]
+        fields = {"expression": expression, "Expression": expression[:1].upper() + expression[1:]}
+        sentences = _fill(templates.REFER_ANSWERS + templates.NO_TARGET_ANSWERS, **fields)
+        return Query(template.format(**fields), (fmt.background, expression), "refer", sentences)
+    classes = [_clean(c, "class name") for c in expression_or_classes]
+    if not classes:
+        raise ValueError("the class list is empty")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"the class list repeats a name: {classes}")
+    for name in classes:
+        if name == fmt.background:
+            raise ValueError(f"the class list may not contain the background label {fmt.background!r}")
+        check_label(name, fmt)
+    joined = classes[0] if len(classes) == 1 else ", ".join(classes[:-1]) + " and " + classes[-1]
+    template = question if question is not None else templates.SEMANTIC_LIST_QUESTIONS[0]
+    # Semantic answers may name any subset of absent classes: too many to list, so the sentence is free.
+    return Query(template.format(classes=joined), (fmt.background, *classes), "semantic", None)
