@@ -1,0 +1,129 @@
+"""`text4seg predict MODEL IMAGE "expression" --out mask.png`: one prediction from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `predict` sub-command."""
+    p = subparsers.add_parser(
+        "predict",
+        help="segment an image for a referring expression (or class list) with a trained model",
+        description=(
+            "Run a text4seg model on one image, write the mask as a PNG and print the descriptor the model "
+            "wrote, the repairs decoding made and the box. Generation is grammar-constrained by default."
+        ),
+    )
+    p.add_argument("model", help="model folder or hub id (a PEFT adapter folder also works)")
+    p.add_argument("image", help="image file (any mode PIL reads; EXIF orientation is honoured)")
+    p.add_argument("expression", help="referring expression, or comma-separated class names with --classes")
+    p.add_argument(
+        "--out", required=True, help="where to write the mask PNG (0/255; label values with --classes)"
+    )
+    p.add_argument("--adapter", default=None, help="PEFT adapter folder to load on top of MODEL")
+    p.add_argument(
+        "--grid", type=int, default=16, help="descriptor grid size the model was trained with (16)"
+    )
+    p.add_argument("--classes", action="store_true", help="treat EXPRESSION as a comma-separated class list")
+    p.add_argument(
+        "--no-constrained",
+        dest="constrained",
+        action="store_false",
+        help="free decoding (lenient decoding repairs the text)",
+    )
+    p.add_argument(
+        "--no-jump-forward",
+        dest="jump_forward",
+        action="store_false",
+        help="generate grammar-forced tokens one forward pass at a time",
+    )
+    p.add_argument(
+        "--sentences",
+        choices=("templates", "free", "none"),
+        default="templates",
+        help="answer sentence allowed before <seg> under constraints (templates)",
+    )
+    p.add_argument(
+        "--refine", default=None, metavar="SAM", help="refine with this SAM / SAM 2 model (id or folder)"
+    )
+    p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write a JSON summary of the prediction")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder")
+    p.set_defaults(func=run)
+
+
+def _write_mask(result, path: Path, classes: bool) -> None:
+    import numpy as np
+    from PIL import Image
+
+    if classes:
+        if int(result.label_map.max(initial=0)) > 255:
+            raise SystemExit("text4seg predict: more than 255 classes do not fit an 8-bit PNG")
+        array = result.label_map.astype(np.uint8)
+    else:
+        array = result.mask.astype(np.uint8) * 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode="L").save(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from text4seg.infer.images import ImageReadError, load_image
+    from text4seg.infer.segmenter import Segmenter
+
+    target: str | list[str] = args.expression
+    if args.classes:
+        target = [c.strip() for c in args.expression.split(",") if c.strip()]
+    try:
+        image = load_image(args.image)
+    except ImageReadError as err:
+        print(f"text4seg predict: {err}", file=sys.stderr)
+        return 2
+    refiner = None
+    if args.refine:
+        from text4seg.infer.refine import SamRefiner
+
+        refiner = SamRefiner.from_pretrained(args.refine, device=args.device)
+    try:
+        segmenter = Segmenter.from_pretrained(
+            args.model,
+            adapter=args.adapter,
+            refiner=refiner,
+            dtype=args.dtype,
+            device=args.device,
+            constrained=args.constrained,
+            jump_forward=args.jump_forward,
+            grid=args.grid,
+            answer_sentences=args.sentences,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except OSError as err:
+        print(f"text4seg predict: cannot load model {args.model}: {err}", file=sys.stderr)
+        return 2
+    try:
+        result = segmenter.segment(image, target)
+    except ValueError as err:
+        print(f"text4seg predict: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    _write_mask(result, out, args.classes)
+    print(result.text)
+    for repair in result.repairs:
+        print(f"repaired: {repair}")
+    if not result.repairs:
+        print("repairs: none (well-formed descriptor)")
+    print(f"box: {list(result.box) if result.box else None}")
+    print(
+        f"tokens: {result.new_tokens}, forward passes: {result.forward_passes}, "
+        f"generate: {result.timings['generate']:.3f} s"
+    )
+    if result.refinement is not None and getattr(result.refinement, "kept_coarse", False):
+        print("refinement: kept the coarse mask for at least one label (SAM disagreed too much)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
