@@ -1,0 +1,89 @@
+"""The evaluation loop on records in the RECORDS.md schema, with oracle segmenters whose scores are known."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+from conftest import OracleSegmenter, make_records
+
+from text4seg.eval.evaluate import EvalDataError, evaluate, load_split
+from text4seg.eval.metrics import mask_iou
+
+
+def test_perfect_answers_score_one_everywhere(records):
+    report = evaluate(OracleSegmenter(records), records, progress=False)
+    refer = report.metrics["refer"]["grefcoco"]["coarse"]
+    n_refer = sum(t == "refer" for t in records["task"])
+    assert refer["n"] == n_refer and refer["n_no_target"] == 3
+    for key in ("cIoU", "gIoU", "prec@0.5", "prec@0.9", "N-acc", "T-acc", "REC Acc@0.5"):
+        assert refer[key] == 1.0, key
+    semantic = report.metrics["semantic"]["coarse"]
+    assert semantic["mIoU"] == 1.0 and semantic["pixel_acc"] == 1.0
+    assert "refined" not in report.metrics["refer"]["grefcoco"]
+    assert report.info["n_samples"] == len(records) and report.info["repaired_outputs"] == 0
+
+
+def test_empty_answers(records):
+    report = evaluate(OracleSegmenter(records, empty=True), records, progress=False)
+    refer = report.metrics["refer"]["grefcoco"]["coarse"]
+    n_none, n = refer["n_no_target"], refer["n"]
+    assert refer["gIoU"] == pytest.approx(n_none / n)
+    assert refer["cIoU"] == 0.0 and refer["T-acc"] == 0.0 and refer["N-acc"] == 1.0
+    assert refer["REC Acc@0.5"] == 0.0 and refer["n_box"] == n - n_none
+    assert report.metrics["semantic"]["coarse"]["per_class_iou"]["circle"] in (0.0, None)
+
+
+def test_coarse_answers_match_per_sample_ious_and_files_are_written(records, tmp_path):
+    oracle = OracleSegmenter(records, grid=6)
+    report = evaluate(oracle, records, out_dir=tmp_path, overlays=2, batch_size=4, progress=False)
+    expected = []
+    for record in records:
+        if record["task"] != "refer":
+            continue
+        pred = oracle.segment(record["images"][0].convert("RGB"), record["expression"])
+        from text4seg.eval.evaluate import ground_truth
+
+        expected.append(mask_iou(pred.mask, ground_truth(record).mask))
+    refer = report.metrics["refer"]["grefcoco"]["coarse"]
+    assert refer["gIoU"] == pytest.approx(np.mean(expected))
+    assert 0.0 < refer["gIoU"] < 1.0
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["metrics"] == json.loads(json.dumps(report.metrics))
+    lines = (tmp_path / "samples.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == list(range(len(records)))
+    assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["00000.png", "00001.png"]
+    assert "| grefcoco | gIoU |" in report.summary()
+
+
+def test_refinement_is_scored_beside_the_coarse_masks(records):
+    from text4seg.infer.refine import SamRefiner, tiny_sam
+
+    refiner = SamRefiner(*tiny_sam(), device="cpu", iterations=1, min_iou=1.01)  # guard always keeps coarse
+    report = evaluate(OracleSegmenter(records, grid=8), records, refiner=refiner, limit=8, progress=False)
+    refer = report.metrics["refer"]["grefcoco"]
+    assert refer["refined"] == refer["coarse"]
+    assert report.info["n_samples"] == 8 and report.info["refined"]
+    # the 8 first records are about 2 images: SAM encoded each once
+    n_images = len({(r["source"]["image_id"]) for r in records.select(range(8))})
+    assert refiner.encoder_calls == n_images
+    assert all(
+        s["refine"]["kept_coarse"]
+        for s in report.samples
+        if s["task"] == "refer" and not s["coarse"]["pred_empty"]
+    )
+
+
+def test_load_split_and_bad_records(tmp_path):
+    data = make_records(n_images=1, semantic=False)
+    datasets.DatasetDict({"val": data}).save_to_disk(str(tmp_path / "ds"))
+    assert len(load_split(tmp_path / "ds", "val")) == len(data)
+    with pytest.raises(KeyError, match="train"):
+        load_split(tmp_path / "ds", "train")
+    with pytest.raises(FileNotFoundError, match="text4seg build"):
+        load_split(tmp_path / "missing", "val")
+    broken = data.map(lambda r: {"masks": ["not an rle"]}, load_from_cache_file=False)
+    with pytest.raises(EvalDataError, match="syn/0/0"):
+        evaluate(OracleSegmenter(data), broken, progress=False)

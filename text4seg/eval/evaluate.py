@@ -1,0 +1,459 @@
+"""Run a segmenter over a built dataset split and score it: coarse masks and, optionally, SAM-refined ones.
+
+`evaluate(segmenter, dataset, refiner=...)` returns an `EvalReport`; `EvalReport.write(out_dir)` saves
+`report.json` (coarse and refined metrics side by side) and `samples.jsonl` (one line per sample).
+
+Under `accelerate launch` every process takes a contiguous share of the samples (so the expressions of
+one image mostly stay on one process and share its SAM embeddings, cached by pixel content), and the metric states, a few integer
+counts and exact float sums, are gathered and merged: the numbers are the ones a single process gives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from text4seg.eval.metrics import ReferMetrics, SemanticMetrics
+
+VARIANTS = ("coarse", "refined")
+
+
+class EvalDataError(ValueError):
+    """A record that cannot be scored (names the record and what is wrong with it)."""
+
+
+# -- data ------------------------------------------------------------------------------------------
+def load_split(data: Any, split: str) -> Any:
+    """A `datasets.Dataset`: a path saved by `text4seg build`, a `DatasetDict`, or a `Dataset` as is."""
+    import datasets
+
+    if isinstance(data, str | os.PathLike):
+        path = Path(data)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"dataset directory {path} does not exist (make one with `text4seg build`)"
+            )
+        data = datasets.load_from_disk(str(path))
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise KeyError(f"split {split!r} not in the dataset; it has {sorted(data)}")
+        return data[split]
+    return data
+
+
+def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
+    """One ground-truth mask from its COCO compressed-RLE `counts` string."""
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning, once per mask
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode({"size": [height, width], "counts": counts.encode()}).astype(bool)
+
+
+@dataclass
+class Truth:
+    """The ground truth of one record."""
+
+    task: str
+    mask: np.ndarray  # bool H×W: union of the targets (refer, instance)
+    label_names: list[str]  # labels[1:] of the record
+    masks: list[np.ndarray]  # one bool mask per label
+    box: list[float] | None
+
+
+def ground_truth(record: dict[str, Any]) -> Truth:
+    rid = record.get("id", "?")
+    height, width = int(record["height"]), int(record["width"])
+    names = list(record["labels"][1:])
+    counts = list(record["masks"])
+    if len(counts) != len(names):
+        raise EvalDataError(f"record {rid}: {len(counts)} masks for {len(names)} labels {names}")
+    try:
+        masks = [decode_rle(c, height, width) for c in counts]
+    except Exception as err:  # pycocotools raises bare errors on corrupt strings
+        raise EvalDataError(f"record {rid}: ground-truth mask does not decode as COCO RLE ({err})") from err
+    union = np.zeros((height, width), dtype=bool)
+    for m in masks:
+        union |= m
+    box = list(record.get("box") or []) or None
+    return Truth(str(record["task"]), union, names, masks, box)
+
+
+def query_of(record: dict[str, Any]) -> str | list[str]:
+    """What the segmenter is asked: the expression (refer, instance) or the class list (semantic)."""
+    if record["task"] == "semantic":
+        return list(record["labels"][1:])
+    return str(record["expression"])
+
+
+def semantic_classes(dataset: Any) -> list[str]:
+    """The global class list of a split's semantic records: background first, then names sorted."""
+    if "task" not in dataset.column_names:
+        return []
+    columns = dataset.select_columns(["task", "labels"])
+    names: set[str] = set()
+    background = None
+    for task, labels in zip(columns["task"], columns["labels"], strict=True):
+        if task == "semantic":
+            background = background or labels[0]
+            names.update(labels[1:])
+    if background is None:
+        return []
+    names.discard(background)
+    return [background, *sorted(names)]
+
+
+# -- predictions -----------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """What the evaluation needs from a segmenter's result."""
+
+    mask: np.ndarray  # bool H×W: every non-background pixel
+    label_map: np.ndarray  # int H×W whose values index `labels`
+    grid: np.ndarray  # the decoded coarse label grid
+    labels: list[str]
+    text: str
+    repairs: list[str]
+
+
+def as_prediction(result: Any, size: tuple[int, int]) -> Prediction:
+    """Read a `text4seg.infer.SegmentationResult` (or a look-alike) into a `Prediction`.
+
+    The coarse mask is taken (`coarse_mask` when the segmenter refined on its own), so that refinement
+    is scored separately by `evaluate`.
+    """
+    mask = getattr(result, "coarse_mask", None)
+    mask = np.asarray(result.mask if mask is None else mask)
+    if mask.shape != size:
+        raise ValueError(f"segmenter returned a mask of shape {mask.shape} for an image of size {size}")
+    grid = getattr(result, "grid", None)
+    label_map = getattr(result, "label_map", None)
+    if getattr(result, "refinement", None) is not None and grid is not None:
+        from text4seg.codec import grid_to_mask  # the segmenter refined: rebuild its coarse label map
+
+        label_map = grid_to_mask(np.asarray(grid), size)
+    label_map = np.asarray(mask.astype(np.int32) if label_map is None else label_map).astype(np.int32)
+    grid = np.asarray(grid) if grid is not None else label_map
+    labels = list(getattr(result, "labels", None) or [])
+    text = getattr(result, "text", None) or ""
+    report = getattr(result, "repairs", None) or []
+    return Prediction(mask.astype(bool), label_map, grid, labels, str(text), [str(r) for r in report])
+
+
+def segment_all(
+    segmenter: Any, pairs: list[tuple[Image.Image, str | list[str]]], batch_size: int
+) -> list[Any]:
+    """Segment `(image, query)` pairs, batched when the segmenter offers `segment_batch`."""
+    if hasattr(segmenter, "segment_batch"):
+        return list(segmenter.segment_batch(pairs, batch_size=batch_size))
+    return [segmenter.segment(image, query) for image, query in pairs]
+
+
+# -- accumulators ----------------------------------------------------------------------------------
+class _Scores:
+    """Refer metrics per (source dataset, task) group and one semantic accumulator, for one variant."""
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        self.refer: dict[str, ReferMetrics] = {}
+        self.semantic = SemanticMetrics(len(classes), classes, background=0) if classes else None
+
+    def refer_group(self, name: str) -> ReferMetrics:
+        return self.refer.setdefault(name, ReferMetrics())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "refer": {k: v.state_dict() for k, v in self.refer.items()},
+            "semantic": self.semantic.state_dict() if self.semantic is not None else None,
+        }
+
+    def merge_state(self, state: dict[str, Any]) -> None:
+        for name, sub in state["refer"].items():
+            self.refer_group(name).merge(ReferMetrics.from_state_dict(sub))
+        if state["semantic"] is not None and self.semantic is not None:
+            self.semantic.merge(SemanticMetrics.from_state_dict(state["semantic"]))
+
+
+def _group_name(record: dict[str, Any]) -> str:
+    dataset = (record.get("source") or {}).get("dataset") or "data"
+    return dataset if record["task"] == "refer" else f"{dataset} ({record['task']}, union of targets)"
+
+
+def _label_map(pred_mask: np.ndarray, pred_labels: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """A predicted label map re-indexed into the global class list (unknown names become background)."""
+    index = {name: k for k, name in enumerate(classes)}
+    if pred_mask.dtype == bool:
+        name = pred_labels[1] if len(pred_labels) > 1 else None
+        return np.where(pred_mask, index.get(name, 0), 0).astype(np.int64)
+    lut = np.array([index.get(name, 0) for name in pred_labels] or [0], dtype=np.int64)
+    lut[0] = 0
+    values = np.clip(pred_mask.astype(np.int64), 0, len(lut) - 1)
+    return lut[values]
+
+
+def _truth_map(truth: Truth, classes: Sequence[str]) -> np.ndarray:
+    index = {name: k for k, name in enumerate(classes)}
+    out = np.zeros(truth.mask.shape, dtype=np.int64)
+    for name, m in zip(truth.label_names, truth.masks, strict=True):
+        out[m] = index[name]
+    return out
+
+
+def _score(
+    scores: _Scores, record: dict[str, Any], truth: Truth, mask: np.ndarray, labels: Sequence[str], classes
+) -> dict[str, Any]:
+    if truth.task == "semantic":
+        if scores.semantic is None:
+            raise EvalDataError(f"record {record.get('id')}: semantic record but no class list")
+        pred_map = _label_map(mask, labels, classes)
+        cm = scores.semantic.update(pred_map, _truth_map(truth, classes))
+        single = SemanticMetrics(len(classes), classes, background=0)
+        single.confusion = cm
+        result = single.compute()
+        return {"mIoU": result["mIoU"], "pixel_acc": result["pixel_acc"]}
+    binary = mask if mask.dtype == bool else mask > 0
+    score = scores.refer_group(_group_name(record)).update(binary, truth.mask, truth.box)
+    return score.as_dict()
+
+
+# -- the report ------------------------------------------------------------------------------------
+@dataclass
+class EvalReport:
+    """Metrics (coarse and refined side by side), per-sample lines and run information."""
+
+    metrics: dict[str, Any]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"info": self.info, "metrics": self.metrics}
+
+    def write(self, out_dir: str | os.PathLike) -> Path:
+        """Write `report.json` and `samples.jsonl` under `out_dir`; returns the report's path."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report = out / "report.json"
+        _atomic_write(report, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        lines = "".join(json.dumps(s, allow_nan=False) + "\n" for s in self.samples)
+        _atomic_write(out / "samples.jsonl", lines)
+        return report
+
+    def summary(self) -> str:
+        """A short markdown table of the headline numbers."""
+        rows = ["| group | metric | coarse | refined |", "|---|---|---|---|"]
+        for group, variants in self.metrics.get("refer", {}).items():
+            for key in ("cIoU", "gIoU", "prec@0.5", "N-acc", "T-acc", "REC Acc@0.5"):
+                values = [variants.get(v, {}).get(key) for v in VARIANTS]
+                if values[0] is not None:
+                    rows.append(f"| {group} | {key} | {_fmt(values[0])} | {_fmt(values[1])} |")
+        semantic = self.metrics.get("semantic")
+        if semantic:
+            for key in ("mIoU", "mIoU_fg", "pixel_acc"):
+                values = [semantic.get(v, {}).get(key) for v in VARIANTS]
+                rows.append(f"| semantic | {key} | {_fmt(values[0])} | {_fmt(values[1])} |")
+        return "\n".join(rows)
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _side_by_side(per_variant: dict[str, _Scores]) -> dict[str, Any]:
+    out: dict[str, Any] = {"refer": {}}
+    groups = sorted({g for s in per_variant.values() for g in s.refer})
+    for group in groups:
+        out["refer"][group] = {
+            v: per_variant[v].refer[group].compute() for v in per_variant if group in per_variant[v].refer
+        }
+    semantic = {
+        v: s.semantic.compute()
+        for v, s in per_variant.items()
+        if s.semantic is not None and s.semantic.confusion.any()
+    }
+    if semantic:
+        out["semantic"] = semantic
+    return out
+
+
+# -- the loop --------------------------------------------------------------------------------------
+def _distributed() -> Any:
+    """accelerate's process state when several processes run, else None (no accelerate import needed)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _gather(obj: Any, state: Any) -> list[Any]:
+    if state is None:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    return gather_object([obj])
+
+
+def evaluate(
+    segmenter: Any,
+    dataset: Any,
+    *,
+    refiner: Any = None,
+    split: str = "val",
+    limit: int | None = None,
+    batch_size: int = 8,
+    overlays: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    info: dict[str, Any] | None = None,
+) -> EvalReport:
+    """Score `segmenter` (a `text4seg.infer.Segmenter`, or anything with `segment(image, query)`) on `dataset`.
+
+    `dataset` is a `datasets.Dataset`, a `DatasetDict` (then `split` picks one) or a path saved by
+    `text4seg build`. The segmenter should not refine on its own: pass `refiner` (a
+    `text4seg.infer.refine.SamRefiner`) here instead, and each coarse grid is refined and both are
+    scored. `limit` keeps the first N records. With `out_dir`, the report, the per-sample lines and
+    `overlays` overlay PNGs (the first K samples) are written there. Under `accelerate launch` every
+    process must call this; each returns the same merged report and the main process writes it.
+    """
+    start = time.perf_counter()
+    data = load_split(dataset, split)
+    n = len(data) if limit is None else min(int(limit), len(data))
+    if n < len(data):
+        data = data.select(range(n))
+    classes = semantic_classes(data)
+    state = _distributed()
+    variants = VARIANTS if refiner is not None else VARIANTS[:1]
+    scores = {v: _Scores(classes) for v in variants}
+    indices = list(range(n))
+    if state is not None:
+        with state.split_between_processes(indices) as mine:
+            indices = list(mine)
+    is_main = state is None or state.is_main_process
+    overlay_dir = Path(out_dir) / "overlays" if out_dir is not None and overlays > 0 else None
+    samples: list[dict[str, Any]] = []
+    bar = tqdm(total=len(indices), desc="evaluate", disable=not progress or not is_main, unit="sample")
+    for begin in range(0, len(indices), max(1, batch_size)):
+        chunk = indices[begin : begin + max(1, batch_size)]
+        records = [data[i] for i in chunk]
+        images, truths = zip(*(_load(record) for record in records), strict=True)
+        t0 = time.perf_counter()
+        results = segment_all(
+            segmenter, [(im, query_of(r)) for im, r in zip(images, records, strict=True)], batch_size
+        )
+        per_sample = (time.perf_counter() - t0) / len(chunk)
+        for index, record, image, truth, result in zip(chunk, records, images, truths, results, strict=True):
+            pred = as_prediction(result, truth.mask.shape)
+            line = _score_one(
+                index, record, image, truth, pred, refiner, scores, classes, overlay_dir, overlays
+            )
+            line["seconds"]["segment"] = per_sample
+            samples.append(line)
+        bar.update(len(chunk))
+    bar.close()
+    gathered = _gather({"scores": {v: s.state_dict() for v, s in scores.items()}, "samples": samples}, state)
+    merged = {v: _Scores(classes) for v in variants}
+    for part in gathered:
+        for v in variants:
+            merged[v].merge_state(part["scores"][v])
+    all_samples = sorted((s for part in gathered for s in part["samples"]), key=lambda s: s["index"])
+    report = EvalReport(
+        metrics=_side_by_side(merged),
+        samples=all_samples,
+        info={
+            **(info or {}),
+            "split": split,
+            "n_samples": n,
+            "processes": 1 if state is None else state.num_processes,
+            "refined": refiner is not None,
+            "batch_size": batch_size,
+            "seconds": time.perf_counter() - start,
+            "segment_seconds_per_sample": _mean(s["seconds"]["segment"] for s in all_samples),
+            "refine_seconds_per_sample": _mean(s["seconds"].get("refine") for s in all_samples),
+            "repaired_outputs": sum(bool(s["repairs"]) for s in all_samples),
+        },
+    )
+    if out_dir is not None and is_main:
+        report.write(out_dir)
+    return report
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def _load(record: dict[str, Any]) -> tuple[Image.Image, Truth]:
+    images = record.get("images") or []
+    if not images:
+        raise EvalDataError(f"record {record.get('id')}: no image")
+    image = images[0].convert("RGB")
+    truth = ground_truth(record)
+    height, width = truth.mask.shape
+    if (image.height, image.width) != (height, width):
+        raise EvalDataError(
+            f"record {record.get('id')}: image is {image.width}×{image.height} but the record says {width}×{height}"
+        )
+    return image, truth
+
+
+def _score_one(
+    index: int,
+    record: dict[str, Any],
+    image: Image.Image,
+    truth: Truth,
+    pred: Prediction,
+    refiner: Any,
+    scores: dict[str, _Scores],
+    classes: Sequence[str],
+    overlay_dir: Path | None,
+    overlays: int,
+) -> dict[str, Any]:
+    semantic = truth.task == "semantic"
+    coarse = pred.label_map if semantic else pred.mask
+    line: dict[str, Any] = {
+        "index": index,
+        "id": record.get("id"),
+        "task": truth.task,
+        "query": query_of(record),
+        "text": pred.text,
+        "repairs": pred.repairs,
+        "coarse": _score(scores["coarse"], record, truth, coarse, pred.labels, classes),
+        "seconds": {},
+    }
+    refined_mask = None
+    if refiner is not None:
+        t0 = time.perf_counter()
+        refined = refiner.refine(image, pred.grid, coarse=coarse)
+        refined_mask = np.asarray(refined.mask)
+        if semantic and refined_mask.dtype == bool:  # a one-class grid comes back as a bool mask
+            refined_mask = refined_mask.astype(np.int32) * int(pred.grid.max(initial=1))
+        line["seconds"]["refine"] = time.perf_counter() - t0
+        line["refined"] = _score(scores["refined"], record, truth, refined_mask, pred.labels, classes)
+        line["refine"] = refined.as_dict()
+    if overlay_dir is not None and index < overlays:
+        from text4seg.eval.overlay import save_overlay
+
+        gt = truth.mask
+        if semantic:  # one colour per class across the panels
+            gt, coarse = _truth_map(truth, classes), _label_map(coarse, pred.labels, classes)
+            if refined_mask is not None:
+                refined_mask = _label_map(refined_mask, pred.labels, classes)
+        save_overlay(
+            overlay_dir / f"{index:05d}.png", image, gt, coarse, refined_mask, title=str(line["query"])
+        )
+    return line
