@@ -1,0 +1,76 @@
+"""Collator: only the answer and the end-of-turn token are labelled, for every architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from text4seg.models import registry
+from text4seg.models.tiny import ARCHS, build_tiny
+from text4seg.train.collate import IGNORE_INDEX, Collator, RecordError
+
+
+def _answer(record: dict) -> str:
+    return record["messages"][-1]["content"][0]["text"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_labels_are_answer_plus_end_token(arch, records):
+    model, processor = build_tiny(arch)
+    collator = Collator(processor, max_length=1024, answer_token_type=registry.answer_token_type(model))
+    batch = collator(records[:3])
+    assert batch["skipped"] == []
+    tok = processor.tokenizer
+    end = registry.end_of_turn(processor)
+    image_ids = {
+        i
+        for i in (
+            getattr(model.config, "image_token_id", None),
+            getattr(model.config, "image_token_index", None),
+        )
+        if i is not None
+    }
+    for row, record in enumerate(records[:3]):
+        labels = batch["labels"][row]
+        kept = labels[labels != IGNORE_INDEX].tolist()
+        assert tok.decode(kept) == _answer(record) + end
+        # the labelled span is one block at the end of the real tokens, and padding is never labelled
+        n_real = int(batch["attention_mask"][row].sum())
+        assert (labels[n_real:] == IGNORE_INDEX).all()
+        assert labels[n_real - len(kept) : n_real].tolist() == kept
+        ids = batch["input_ids"][row]
+        assert ids[n_real - len(kept) : n_real].tolist() == kept
+        # image tokens are present in the prompt and never labelled
+        assert image_ids and any(int(i) in image_ids for i in ids[:n_real])
+        assert not any(int(t) in image_ids for t in kept)
+    if "token_type_ids" in batch and arch == "paligemma":
+        # PaliGemma's prefix-LM: answer tokens are the suffix (type 1), the prompt is type 0
+        assert torch.equal(
+            batch["token_type_ids"].bool() & batch["attention_mask"].bool(), batch["labels"] != IGNORE_INDEX
+        )
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k not in ("skipped", "ids")}
+        assert torch.isfinite(model(**inputs).loss)
+
+
+def test_too_long_records_are_skipped_with_their_id(records):
+    _, processor = build_tiny("qwen2_vl")
+    collator = Collator(processor, max_length=1024)
+    lengths = [collator.encode(r).length for r in records[:3]]
+    collator.max_length = sorted(lengths)[1]
+    batch = collator(records[:3])
+    too_long = [r["id"] for r, n in zip(records[:3], lengths, strict=True) if n > collator.max_length]
+    assert batch["skipped"] == too_long and len(batch["ids"]) == 3 - len(too_long)
+    collator.max_length = 8
+    assert collator(records[:2]) == {"skipped": [r["id"] for r in records[:2]], "ids": []}
+
+
+def test_bad_records_are_reported(records):
+    _, processor = build_tiny("llava")
+    collator = Collator(processor)
+    bad = dict(records[0], id="bad/1", messages=records[0]["messages"][:1])
+    with pytest.raises(RecordError, match="bad/1.*assistant"):
+        collator([bad])
+    two_images = dict(records[0], id="bad/2", images=records[0]["images"] * 2)
+    with pytest.raises(RecordError, match="bad/2.*placeholder"):
+        collator([two_images])

@@ -1,0 +1,62 @@
+"""Recipe parsing: typed sections, dotted overrides, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from text4seg.train.config import ConfigError, apply_overrides, config_from_dict, load_config
+
+
+def test_yaml_and_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  name_or_path: org/model\noptim:\n  lr: 1e-4\nloop:\n  batch_size: 2\n")
+    cfg = load_config(
+        recipe,
+        [
+            "optim.lr=3e-3",
+            "loop.max_steps=7",
+            "finetune.lora_target=[q_proj, v_proj]",
+            "model.tiny.image_size=64",
+            "data.eval_split=null",
+            "output.save_merged=true",
+        ],
+    )
+    assert cfg.model.name_or_path == "org/model"
+    assert cfg.optim.lr == pytest.approx(3e-3)
+    assert cfg.loop.max_steps == 7 and cfg.loop.batch_size == 2
+    assert cfg.finetune.lora_target == ["q_proj", "v_proj"]
+    assert cfg.model.tiny == {"image_size": 64}
+    assert cfg.data.eval_split is None
+    assert cfg.output.save_merged is True
+    assert load_config(recipe).optim.lr == pytest.approx(1e-4)  # "1e-4" is a YAML string; read as a float
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "message"),
+    [
+        ({"loop": {"batchsize": 2}}, [], "unknown key"),
+        ({}, ["loop.batch_size=two"], "expected an integer"),
+        ({}, ["finetune.method=qlora"], "finetune.method"),
+        ({}, ["optim"], "not key=value"),
+        ({"optim": 3}, [], "expected a mapping"),
+        ({}, ["loop.max_steps=0"], "max_steps"),
+    ],
+)
+def test_errors_name_the_key(data, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data, overrides)
+
+
+def test_error_names_the_file(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("optim:\n  lrr: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*optim.*lrr"):
+        load_config(recipe)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides_do_not_mutate_input():
+    data = {"optim": {"lr": 1.0}}
+    out = apply_overrides(data, ["optim.lr=2"])
+    assert data["optim"]["lr"] == 1.0 and out["optim"]["lr"] == 2

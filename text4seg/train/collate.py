@@ -1,0 +1,183 @@
+"""Chat records -> model inputs whose labels cover only the answer and its end-of-turn token.
+
+For every record (docs/RECORDS.md: `images` + `messages`, the last message being the assistant answer):
+
+1. the conversation without the answer is rendered with the processor's chat template and
+   `add_generation_prompt=True`, and run through the processor with the images (so image tokens are
+   expanded exactly as at inference);
+2. the answer text plus the model's end-of-turn token is tokenised on its own and appended;
+3. labels are -100 on every prompt token (image tokens included) and on padding.
+
+Building the sequence as `prompt ids + answer ids` makes the labelled tokens exactly the answer and the
+end token for every template (no boundary search). A record longer than `max_length` is skipped, never
+truncated (cutting through image tokens breaks the model), and its id is returned in `batch["skipped"]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+IGNORE_INDEX = -100
+# Per-token tensors produced by processors; any other 2-D (1, L) tensor is treated the same way.
+_TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+
+
+class RecordError(ValueError):
+    """A record that does not follow the training-record schema (names the record id)."""
+
+
+def _as_image(value: Any) -> Any:
+    """A PIL RGB image from a PIL image, a `datasets.Image` dict (bytes/path) or a path."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        image = value
+    elif isinstance(value, Mapping):
+        if value.get("bytes"):
+            image = Image.open(io.BytesIO(value["bytes"]))
+        elif value.get("path"):
+            image = Image.open(value["path"])
+        else:
+            raise TypeError("image dict has neither bytes nor path")
+    elif isinstance(value, str):
+        image = Image.open(value)
+    else:
+        raise TypeError(f"cannot read an image from {type(value).__name__}")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def split_record(record: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str, list[Any]]:
+    """`(prompt messages, answer text, images)` of a record; the last message must be the assistant's."""
+    rid = record.get("id", "?")
+    messages = record.get("messages")
+    if not messages or messages[-1].get("role") != "assistant":
+        raise RecordError(f"record {rid}: the last message must be the assistant answer")
+    content = messages[-1]["content"]
+    if isinstance(content, str):
+        answer = content
+    else:
+        answer = "".join(c.get("text") or "" for c in content if c.get("type") == "text")
+    if not answer:
+        raise RecordError(f"record {rid}: the assistant answer is empty")
+    images = [_as_image(im) for im in (record.get("images") or [])]
+    n_placeholders = sum(
+        1
+        for m in messages[:-1]
+        if not isinstance(m["content"], str)
+        for c in m["content"]
+        if c.get("type") == "image"
+    )
+    if n_placeholders != len(images):
+        raise RecordError(f"record {rid}: {len(images)} image(s) but {n_placeholders} image placeholder(s)")
+    return [dict(m) for m in messages[:-1]], answer, images
+
+
+@dataclass
+class EncodedRecord:
+    """One record's model inputs (tensors with batch dimension 1) and its labels."""
+
+    id: str
+    features: dict[str, Any]
+    labels: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.labels)
+
+
+class Collator:
+    """Turns a list of records into a padded training batch (see the module docstring)."""
+
+    def __init__(self, processor: Any, *, max_length: int = 2048, answer_token_type: int = 0) -> None:
+        from text4seg.models import registry
+
+        self.processor = processor
+        self.tokenizer = registry.tokenizer_of(processor)
+        self.max_length = max_length
+        self.answer_token_type = answer_token_type
+        self.end_token = registry.end_of_turn(processor)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
+        if self.pad_id is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
+        self._registry = registry
+
+    def encode(self, record: Mapping[str, Any]) -> EncodedRecord:
+        """Encode one record (no length check)."""
+        import torch
+
+        prompt_messages, answer, images = split_record(record)
+        prompt = self._registry.render_prompt(self.processor, prompt_messages, n_images=len(images))
+        kwargs: dict[str, Any] = {
+            "text": [prompt],
+            "return_tensors": "pt",
+            "add_special_tokens": self._registry.add_special_tokens_for(self.processor, prompt),
+        }
+        if images:
+            kwargs["images"] = [images]
+        enc = dict(self.processor(**kwargs))
+        enc.pop("labels", None)
+        prompt_ids = enc["input_ids"]
+        n_prompt = prompt_ids.shape[1]
+        answer_ids = self.tokenizer(answer + self.end_token, add_special_tokens=False)["input_ids"]
+        n_answer = len(answer_ids)
+        features: dict[str, Any] = {}
+        for key, value in enc.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            if key in _TOKEN_KEYS or (value.dim() == 2 and value.shape == (1, n_prompt)):
+                if key == "input_ids":
+                    extra = torch.tensor([answer_ids], dtype=value.dtype)
+                elif key == "attention_mask":
+                    extra = torch.ones((1, n_answer), dtype=value.dtype)
+                elif key == "token_type_ids":
+                    extra = torch.full((1, n_answer), self.answer_token_type, dtype=value.dtype)
+                else:
+                    extra = torch.zeros((1, n_answer), dtype=value.dtype)
+                features[key] = torch.cat([value, extra], dim=1)
+            else:
+                features[key] = value
+        labels = [IGNORE_INDEX] * n_prompt + list(answer_ids)
+        return EncodedRecord(id=str(record.get("id", "?")), features=features, labels=labels)
+
+    def __call__(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        encoded, skipped = [], []
+        for record in records:
+            item = self.encode(record)
+            if item.length > self.max_length:
+                skipped.append(item.id)
+            else:
+                encoded.append(item)
+        batch = pad_batch(encoded, pad_id=self.pad_id) if encoded else {}
+        batch["skipped"] = skipped
+        batch["ids"] = [e.id for e in encoded]
+        return batch
+
+
+def pad_batch(items: Sequence[EncodedRecord], *, pad_id: int) -> dict[str, Any]:
+    """Right-pad per-token tensors (labels with -100, mask with 0) and concatenate the image tensors."""
+    import torch
+
+    length = max(item.length for item in items)
+    batch: dict[str, Any] = {}
+    for key in items[0].features:
+        values = [item.features[key] for item in items]
+        first = values[0]
+        per_token = first.dim() == 2 and first.shape[0] == 1 and first.shape[1] == items[0].length
+        if key in _TOKEN_KEYS or per_token:
+            fill = pad_id if key == "input_ids" else 0
+            out = torch.full((len(items), length), fill, dtype=first.dtype)
+            for i, v in enumerate(values):
+                out[i, : v.shape[1]] = v[0]
+            batch[key] = out
+        else:
+            batch[key] = torch.cat(values, dim=0)
+    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+    for i, item in enumerate(items):
+        labels[i, : item.length] = torch.tensor(item.labels, dtype=torch.long)
+    batch["labels"] = labels
+    return batch
