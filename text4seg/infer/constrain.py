@@ -324,6 +324,7 @@ class DescriptorLogitsProcessor(LogitsProcessor):
         self.prompt_length = prompt_length
         self.tokens: list[list[int]] = [[] for _ in grammars]
         self.done = [False] * len(grammars)
+        self.ahead = [0] * len(grammars)  # tokens consumed by `advance` that input_ids does not hold yet
         self.stats = ConstraintStats(per_row_forced=[0] * len(grammars))
 
     # -- following the sequences
@@ -352,26 +353,31 @@ class DescriptorLogitsProcessor(LogitsProcessor):
         for row, gen in enumerate(generated):
             have = self.tokens[row]
             if len(gen) >= len(have) and gen[: len(have)] == have:
+                self.ahead[row] = 0
                 self._consume(row, gen[len(have) :])
-            elif len(gen) < len(have) and have[: len(gen)] == gen:
-                continue  # the caller holds tokens it already told us about (jump-forward)
-            else:
-                common = 0
-                while common < min(len(gen), len(have)) and gen[common] == have[common]:
-                    common += 1
-                self.matchers[row].rollback(len(have) - common)
-                del have[common:]
-                self.done[row] = False
-                self._consume(row, gen[common:])
+                continue
+            common = 0
+            while common < min(len(gen), len(have)) and gen[common] == have[common]:
+                common += 1
+            if common == len(gen) and len(have) - common <= self.ahead[row]:
+                self.ahead[row] = len(have) - common  # tokens the caller holds (jump-forward), not a rewind
+                continue
+            self.matchers[row].rollback(len(have) - common)
+            del have[common:]
+            self.done[row] = False
+            self.ahead[row] = 0
+            self._consume(row, gen[common:])
 
     def advance(self, row: int, token: int) -> list[int]:
         """Consume a token chosen for `row` and the tokens the grammar then forces; return the forced ones."""
         self._consume(row, [token])
         matcher = self.matchers[row]
         if self.done[row]:
+            self.ahead[row] += 1
             return []
         forced = list(matcher.compute_ff_tokens())
         self._consume(row, forced)
+        self.ahead[row] += 1 + len(forced)
         self.stats.forced_tokens += len(forced)
         self.stats.per_row_forced[row] += len(forced)
         return forced
