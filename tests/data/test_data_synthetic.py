@@ -6,12 +6,15 @@ import json
 from collections import Counter, defaultdict
 
 import numpy as np
+import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from text4seg.data.masks import decode_segmentation
 from text4seg.data.safe_pickle import load_pickle
 from text4seg.data.synthetic import COLORS, KINDS, generate_sample, iter_samples, make_synthetic
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 NUM_IMAGES = 30
 IMAGE_SIZE = (160, 120)

@@ -8,6 +8,7 @@ checks each form first and raises `BadAnnotation` with a reason code instead.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,13 @@ class BadAnnotation(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def decode_rle(rle: Any) -> np.ndarray:
+    """pycocotools decode, without its NumPy 2 ``copy`` DeprecationWarning on every call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle)
 
 
 def _is_number(value: Any) -> bool:
@@ -69,7 +77,7 @@ def _polygons(segmentation: list, height: int, width: int) -> np.ndarray:
             raise BadAnnotation("polygon_too_small", f"polygon {k} has {len(polygon) // 2} points (< 3)")
         polygons.append([float(v) for v in polygon])
     rles = mask_utils.frPyObjects(polygons, height, width)
-    return mask_utils.decode(mask_utils.merge(rles))
+    return decode_rle(mask_utils.merge(rles))
 
 
 def _rle(segmentation: dict, height: int, width: int) -> np.ndarray:
@@ -98,7 +106,7 @@ def _rle(segmentation: dict, height: int, width: int) -> np.ndarray:
         rle = {"size": [height, width], "counts": raw}
     else:
         raise BadAnnotation("bad_rle", f"RLE counts of type {type(counts).__name__}")
-    return mask_utils.decode(rle)
+    return decode_rle(rle)
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:

@@ -34,6 +34,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from .masks import decode_rle
+
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
     "green": (35, 165, 55),
@@ -169,7 +171,7 @@ def shape_polygon(kind: str, cx: float, cy: float, radius: float, angle: float =
 
 def _rasterise(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
     rles = mask_utils.frPyObjects([list(p) for p in polygons], height, width)
-    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+    return decode_rle(mask_utils.merge(rles)).astype(bool)
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

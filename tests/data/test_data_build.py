@@ -1,0 +1,143 @@
+"""The record builder: schema (docs/RECORDS.md), reproducibility, cache reuse, num_proc, exports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from datasets import Image, List, load_from_disk
+
+import text4seg as t4s
+from text4seg.data.build import REPORT_NAME, BuildConfig, to_llava_json
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+COLUMNS = {
+    "id",
+    "images",
+    "messages",
+    "task",
+    "expression",
+    "labels",
+    "grid",
+    "width",
+    "height",
+    "masks",
+    "box",
+    "source",
+}
+
+
+def _plain(dataset) -> dict:
+    """Records without decoded images, per split, for equality checks."""
+    out = {}
+    for split, data in dataset.items():
+        data = data.cast_column("images", List(Image(decode=False)))
+        out[split] = data.to_list()
+    return out
+
+
+def test_records_follow_the_schema(built, synth):
+    dataset = built["refcoco"].dataset
+    assert set(dataset) == {"train", "val", "test"}
+    record = dataset["train"][0]
+    assert set(record) == COLUMNS
+    assert record["images"][0].size == (record["width"], record["height"])
+    user, assistant = record["messages"]
+    assert user["role"] == "user" and assistant["role"] == "assistant"
+    assert [part["type"] for part in user["content"]] == ["image", "text"]
+    answer = assistant["content"][0]["text"]
+    sentence, rest = answer.split("\n", 1)
+    assert sentence and rest.startswith("<seg>") and rest.endswith("</seg>")
+    (segment,) = t4s.extract_segments(answer)
+    assert segment.endswith("\n") and t4s.decode(segment, strict=True).grid.shape == (16, 16)
+    assert record["grid"] == [16, 16] and record["labels"][0] == "others"
+    source = record["source"]
+    assert set(source) == {"dataset", "split", "image_id", "ann_ids", "ref_id", "sent_id", "file_name"}
+    assert source["dataset"] == "refcoco" and source["split"] == "train" and source["ref_id"] >= 0
+    assert (synth.images / source["file_name"]).is_file()
+    report = json.loads((built["refcoco"].out_dir / REPORT_NAME).read_text())
+    assert report["records_total"] == sum(len(s) for s in dataset.values()) and report["skipped_total"] == 0
+
+
+def test_same_inputs_and_seed_give_identical_records_any_num_proc(synth, built, build_kind, tmp_path):
+    again = build_kind("grefcoco", synth, tmp_path / "g2", config=BuildConfig(num_proc=2, progress=False))
+    assert again.report["cache"] == "built"
+    assert _plain(again.dataset) == _plain(built["grefcoco"].dataset)
+    reseeded = build_kind("grefcoco", synth, tmp_path / "g3", config=BuildConfig(seed=1, progress=False))
+    questions = [r["messages"][0]["content"][1]["text"] for r in reseeded.dataset["train"]]
+    original = [r["messages"][0]["content"][1]["text"] for r in built["grefcoco"].dataset["train"]]
+    assert questions != original and len(questions) == len(original)
+
+
+def test_cache_is_reused_and_invalidated(synth, build_kind, tmp_path):
+    out = tmp_path / "refs"
+    first = build_kind("refcoco", synth, out, splits=["val"])
+    stamp = (out / "dataset_dict.json").stat().st_mtime_ns
+    second = build_kind("refcoco", synth, out, splits=["val"])
+    assert first.report["cache"] == "built" and second.report["cache"] == "reused"
+    assert (out / "dataset_dict.json").stat().st_mtime_ns == stamp
+    assert len(second.dataset["val"]) == len(first.dataset["val"])
+    third = build_kind("refcoco", synth, out, splits=["val"], config=BuildConfig(grid=24, progress=False))
+    assert third.report["cache"] == "built" and third.dataset["val"][0]["grid"] == [24, 24]
+
+
+def test_grid_size_and_area_method(synth, build_kind, tmp_path):
+    result = build_kind(
+        "refcoco",
+        synth,
+        tmp_path / "r",
+        splits=["test"],
+        config=BuildConfig(grid=(24, 32), method="area", progress=False),
+    )
+    fmt = t4s.TEXT4SEG.with_grid((24, 32))
+    for record in result.dataset["test"]:
+        assert record["grid"] == [24, 32]
+        mask = t4s.decode(record["messages"][1]["content"][0]["text"], fmt=fmt).grid
+        size = [record["height"], record["width"]]
+        from pycocotools import mask as mask_utils
+
+        full = mask_utils.decode({"size": size, "counts": record["masks"][0].encode()}).astype(bool)
+        assert np.array_equal(mask, t4s.mask_to_grid(full, (24, 32), method="area").astype(np.int32))
+
+
+def test_refuses_to_overwrite_a_foreign_folder(synth, build_kind, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        build_kind("refcoco", synth, out)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_llava_export(built, synth, tmp_path):
+    dataset = built["refcoco"].dataset
+    count = to_llava_json(dataset, tmp_path / "llava.json", synth.images)
+    items = json.loads((tmp_path / "llava.json").read_text())
+    assert count == len(items) == sum(len(s) for s in dataset.values())
+    first = dataset["test"][0]
+    item = next(i for i in items if i["id"] == first["id"])
+    assert item["image"] == first["source"]["file_name"]
+    human, gpt = item["conversations"]
+    assert (
+        human["from"] == "human"
+        and human["value"] == "<image>\n" + first["messages"][0]["content"][1]["text"]
+    )
+    assert gpt["from"] == "gpt" and gpt["value"] == first["messages"][1]["content"][0]["text"]
+
+
+def test_embedded_images_are_self_contained(synth, build_kind, tmp_path):
+    result = build_kind(
+        "refcoco",
+        synth,
+        tmp_path / "e",
+        splits=["val"],
+        config=BuildConfig(embed_images=True, progress=False),
+    )
+    raw = result.dataset["val"].cast_column("images", List(Image(decode=False)))[0]["images"][0]
+    assert (
+        raw["bytes"]
+        and raw["bytes"] == (synth.images / result.dataset["val"][0]["source"]["file_name"]).read_bytes()
+    )
+    assert load_from_disk(str(tmp_path / "e"))["val"][0]["images"][0].size[0] > 0

@@ -1,0 +1,69 @@
+"""`text4seg build ...` end to end through the top-level command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import load_from_disk
+
+from text4seg.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def test_build_synthetic_writes_files_and_three_record_sets(tmp_path, capsys):
+    out = tmp_path / "synth"
+    code = main(
+        ["build", "synthetic", "--out", str(out), "--num-images", "12", "--image-size", "96", "72", "--quiet"]
+    )
+    assert code == 0
+    assert (out / "source" / "refs(unc).p").is_file() and (out / "source" / "grefs(unc).json").is_file()
+    for kind in ("coco", "refcoco", "grefcoco"):
+        dataset = load_from_disk(str(out / kind))
+        assert sum(len(split) for split in dataset.values()) > 0
+        assert json.loads((out / kind / "build_report.json").read_text())["skipped_total"] == 0
+    assert "grefcoco:" in capsys.readouterr().out
+
+
+def test_build_refcoco_with_options_then_cache(synth, tmp_path, capsys):
+    args = [
+        "build",
+        "refcoco",
+        "--ann",
+        str(synth.refs),
+        "--images",
+        str(synth.images),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    args += ["--grid", "24", "--method", "area", "--splits", "val", "--num-proc", "1", "--quiet"]
+    args += ["--llava", str(tmp_path / "llava.json"), "--name", "refcoco+"]
+    assert main(args) == 0
+    dataset = load_from_disk(str(tmp_path / "r"))
+    assert list(dataset) == ["val"] and dataset["val"][0]["grid"] == [24, 24]
+    assert dataset["val"][0]["id"].startswith("refcoco+/val/")
+    assert len(json.loads((tmp_path / "llava.json").read_text())) == len(dataset["val"])
+    assert main(args) == 0
+    assert "[reused]" in capsys.readouterr().out
+
+
+def test_strict_failure_is_an_error_exit(corrupt_copy, tmp_path, capsys):
+    paths = corrupt_copy()
+    data = json.loads(paths.instances.read_text())
+    data["annotations"][0]["category_id"] = 777
+    paths.instances.write_text(json.dumps(data))
+    args = ["build", "grefcoco", "--ann", str(paths.grefs), "--images", str(paths.images)]
+    args += ["--out", str(tmp_path / "g"), "--strict", "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert (
+        "instances.json" in err and f"ann{data['annotations'][0]['id']}" in err and "missing_category" in err
+    )
+
+
+def test_help_lists_every_kind(capsys):
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    text = capsys.readouterr().out
+    assert all(kind in text for kind in ("coco", "refcoco", "grefcoco", "synthetic"))

@@ -1,0 +1,62 @@
+"""Checked decoding of COCO segmentations, against pycocotools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from text4seg.data.masks import BadAnnotation, decode_segmentation, encode_counts, rle_string_counts
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+H, W = 30, 40
+
+
+def _mask() -> np.ndarray:
+    mask = np.zeros((H, W), dtype=bool)
+    mask[5:20, 8:30] = True
+    mask[0, 0] = True
+    return mask
+
+
+def test_three_encodings_decode_like_pycocotools():
+    mask = _mask()
+    counts = encode_counts(mask)
+    assert np.array_equal(decode_segmentation({"size": [H, W], "counts": counts}, H, W), mask)
+    flat = mask.reshape(-1, order="F").astype(int)
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[-1, flat, -1]))).tolist()
+    assert np.array_equal(decode_segmentation({"size": [H, W], "counts": [0, *runs]}, H, W), mask)
+    polygon = [[8.0, 5.0, 30.0, 5.0, 30.0, 20.0, 8.0, 20.0]]
+    expected = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygon, H, W))).astype(bool)
+    assert np.array_equal(decode_segmentation(polygon, H, W), expected)
+
+
+def test_string_counts_parser_matches_pycocotools():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask = rng.random((H, W)) < rng.random()
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        counts = rle_string_counts(rle["counts"])
+        assert sum(counts) == H * W
+        assert sum(counts[1::2]) == int(mask.sum())
+
+
+@pytest.mark.parametrize(
+    ("segmentation", "reason"),
+    [
+        ([[1.0, 1.0, 10.0, 10.0]], "polygon_too_small"),
+        ([[1.0, 1.0, 10.0]], "bad_polygon"),
+        ([[1.0, 1.0, float("nan"), 3.0, 4.0, 5.0]], "bad_polygon"),
+        ([], "empty_mask"),
+        ({"size": [H + 1, W], "counts": [H * W]}, "rle_size_mismatch"),
+        ({"size": [H, W], "counts": [H * W - 5, 3]}, "bad_rle"),
+        ({"size": [H, W], "counts": "0"}, "bad_rle"),
+        ({"size": [H, W], "counts": [H * W]}, "empty_mask"),
+        ("nonsense", "bad_segmentation"),
+    ],
+)
+def test_bad_segmentations_are_refused_with_a_reason(segmentation, reason):
+    with pytest.raises(BadAnnotation) as info:
+        decode_segmentation(segmentation, H, W)
+    assert info.value.reason == reason

@@ -1,0 +1,58 @@
+"""The refs unpickler builds plain data only and refuses anything that would run code."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import pickle
+from collections import OrderedDict
+
+import pytest
+
+from text4seg.data.safe_pickle import UnsafePickleError, load_pickle, loads_pickle
+
+
+class _MakeDir:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+class _Rot13:
+    def __reduce__(self):
+        return (codecs.encode, ("abc", "rot13"))
+
+
+def test_refuses_malicious_pickle_without_running_it(tmp_path):
+    target = tmp_path / "pwned"
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(pickle.dumps([{"ref_id": 0, "sentences": [_MakeDir(str(target))]}], protocol=2))
+    with pytest.raises(UnsafePickleError, match=r"posix\.mkdir|os\.mkdir") as info:
+        load_pickle(path)
+    assert str(path) in str(info.value)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "payload", [OrderedDict(a=1), _Rot13(), eval], ids=["class", "codec", "builtin-eval"]
+)
+def test_refuses_other_globals(payload):
+    with pytest.raises(UnsafePickleError):
+        loads_pickle(pickle.dumps(payload, protocol=2))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_plain_data_round_trips(protocol):
+    data = [
+        {"ref_id": 3, "split": "train", "ids": (1, 2), "tags": {1, 2}, "x": 1.5, "none": None, "ok": True}
+    ]
+    assert loads_pickle(pickle.dumps(data, protocol=protocol)) == data
+
+
+def test_python2_style_bytes_become_text_unless_not_utf8():
+    data = [{b"sent": b"the red circle", b"raw": b"\xff\xfe broken"}]
+    assert loads_pickle(pickle.dumps(data, protocol=2)) == [
+        {"sent": "the red circle", "raw": b"\xff\xfe broken"}
+    ]
