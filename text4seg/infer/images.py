@@ -49,9 +49,9 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim == 2:
-        return Image.fromarray(_to_uint8(array), mode="L")
+        return Image.fromarray(_to_uint8(array))
     if array.ndim == 3 and array.shape[2] in (3, 4):
-        return Image.fromarray(_to_uint8(array), mode="RGB" if array.shape[2] == 3 else "RGBA")
+        return Image.fromarray(np.ascontiguousarray(_to_uint8(array)))
     raise ImageReadError(f"an image array must be H×W, H×W×1, H×W×3 or H×W×4, got shape {array.shape}")
 
 
@@ -61,7 +61,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return Image.fromarray(_to_uint8(np.asarray(image)), mode="L").convert("RGB")
+        return Image.fromarray(_to_uint8(np.asarray(image))).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

@@ -57,6 +57,11 @@ def make_query(
         fields = {"expression": expression, "Expression": expression[:1].upper() + expression[1:]}
         sentences = _fill(templates.REFER_ANSWERS + templates.NO_TARGET_ANSWERS, **fields)
         return Query(template.format(**fields), (fmt.background, expression), "refer", sentences)
+    if not isinstance(expression_or_classes, Sequence):
+        raise TypeError(
+            "expected an expression string or a list of class names, got "
+            f"{type(expression_or_classes).__name__}"
+        )
     classes = [_clean(c, "class name") for c in expression_or_classes]
     if not classes:
         raise ValueError("the class list is empty")

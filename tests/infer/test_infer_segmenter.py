@@ -1,0 +1,167 @@
+"""Segmenter on a tiny random Qwen2-VL: masks at image size, batching, modes, EXIF, errors, refiner hook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from infer_samples import exif_rotated_jpeg, mode_images
+from PIL import Image
+
+import text4seg as t4s
+from text4seg.codec import LabelError
+from text4seg.infer.images import ImageReadError
+from text4seg.infer.segmenter import SegmentationResult, Segmenter
+
+GRID = 6
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_vlm):
+    model, processor = tiny_vlm
+    return Segmenter(model, processor, grid=GRID)
+
+
+def _photo(h: int = 30, w: int = 44, seed: int = 0) -> Image.Image:
+    return Image.fromarray((np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8))
+
+
+def test_segment_returns_a_full_result(segmenter):
+    result = segmenter.segment(_photo(), "the red circle")
+    assert isinstance(result, SegmentationResult)
+    assert result.mask.shape == (30, 44) and result.mask.dtype == bool
+    assert result.grid.shape == (GRID, GRID)
+    assert result.labels == ["others", "the red circle"]
+    assert result.ok and result.repairs == []
+    strict = t4s.decode(result.text, t4s.TEXT4SEG.with_grid(GRID), strict=True, labels=result.labels)
+    assert np.array_equal(strict.grid, result.grid)
+    assert result.box == t4s.mask_to_box(result.mask)
+    assert result.forward_passes > 0 and result.new_tokens >= result.forward_passes - 1
+    assert result.question == "Please segment the red circle in this image."
+    for key in ("load", "encode", "generate", "decode", "total"):
+        assert result.timings[key] >= 0
+    assert result.coarse_mask is not None and result.refined_mask is None
+    assert result.summary()["labels"] == result.labels
+
+
+def test_class_list_gives_a_label_map(segmenter):
+    result = segmenter.segment(_photo(), ["cat", "dog", "tree"])
+    assert result.labels == ["others", "cat", "dog", "tree"]
+    assert result.label_map.shape == (30, 44) and result.label_map.max() <= 3
+    assert np.array_equal(result.mask, result.label_map != 0)
+    assert result.ok
+
+
+def test_batch_matches_single(segmenter):
+    pairs = [
+        (_photo(seed=1), "red circle"),
+        (_photo(20, 24, seed=2), "the small dog on the left"),
+        (_photo(seed=3), ["cat", "dog"]),
+    ]
+    batched = segmenter.segment_batch(pairs, batch_size=3)
+    assert [r.batch_size for r in batched] == [3, 3, 3]
+    for (image, target), together in zip(pairs, batched, strict=True):
+        alone = segmenter.segment(image, target)
+        assert alone.text == together.text
+        assert np.array_equal(alone.mask, together.mask)
+    assert len(segmenter.segment_batch(pairs, batch_size=2)) == 3
+
+
+def test_jump_forward_and_plain_constrained_agree(segmenter):
+    image = _photo(seed=4)
+    fast = segmenter.segment_batch([(image, "blue square")], jump_forward=True)[0]
+    slow = segmenter.segment_batch([(image, "blue square")], jump_forward=False)[0]
+    assert fast.text == slow.text and fast.new_tokens == slow.new_tokens
+    assert fast.forward_passes < slow.forward_passes
+
+
+def test_free_decoding_is_repaired_leniently(tiny_vlm):
+    model, processor = tiny_vlm
+    free = Segmenter(model, processor, grid=GRID, constrained=False, max_new_tokens=12)
+    result = free.segment(_photo(), "red circle")
+    assert not result.constrained
+    assert result.mask.shape == (30, 44) and result.repairs  # a random model never writes a descriptor
+    assert result.new_tokens <= 12
+
+
+@pytest.mark.parametrize("mode", sorted(mode_images()))
+def test_every_image_mode(segmenter, mode):
+    image = mode_images()[mode]
+    result = segmenter.segment(image, "thing")
+    assert result.mask.shape == (image.height, image.width) and result.ok
+
+
+def test_arrays_and_paths(segmenter, tmp_path):
+    path = tmp_path / "photo.png"
+    _photo().save(path)
+    for source in (path, str(path), np.asarray(_photo()), np.asarray(_photo().convert("L"))):
+        assert segmenter.segment(source, "thing").mask.shape == (30, 44)
+
+
+def test_exif_rotation_is_honoured(segmenter, tmp_path):
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(exif_rotated_jpeg())
+    stored = Image.open(path)
+    assert stored.size == (20, 12)
+    assert segmenter.segment(path, "red half").mask.shape == (20, 12)  # (H, W) as displayed
+
+
+def test_bad_inputs_raise_clear_errors(segmenter, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    with pytest.raises(ImageReadError, match="pair 0: cannot read image .*broken.jpg"):
+        segmenter.segment(broken, "cat")
+    with pytest.raises(ImageReadError, match="not found"):
+        segmenter.segment(tmp_path / "nope.png", "cat")
+    with pytest.raises(ValueError, match="pair 1: expression is empty"):
+        segmenter.segment_batch([(_photo(), "cat"), (_photo(), "   ")])
+    with pytest.raises(ValueError, match="class list is empty"):
+        segmenter.segment(_photo(), [])
+    with pytest.raises(LabelError):
+        segmenter.segment(_photo(), "cat *3")
+    with pytest.raises(ValueError, match="background"):
+        segmenter.segment(_photo(), "others")
+    with pytest.raises(TypeError, match="expression string or a list"):
+        segmenter.segment(_photo(), 3)
+    with pytest.raises(ValueError, match="pair 0 must be"):
+        segmenter.segment_batch([(_photo(),)])
+    with pytest.raises(ValueError, match="batch_size"):
+        segmenter.segment_batch([(_photo(), "cat")], batch_size=0)
+
+
+@dataclass
+class _Refined:
+    mask: np.ndarray
+
+
+class InvertingRefiner:
+    """Stands in for SamRefiner: records its inputs and returns the inverted coarse mask."""
+
+    def __init__(self):
+        self.calls = []
+
+    def refine(self, image, grid, *, coarse=None, key=None):
+        self.calls.append((image.size, grid.shape, coarse.shape))
+        return _Refined(~coarse)
+
+
+def test_refiner_result_is_kept_next_to_the_coarse_mask(tiny_vlm):
+    model, processor = tiny_vlm
+    refiner = InvertingRefiner()
+    segmenter = Segmenter(model, processor, grid=GRID, refiner=refiner)
+    result = segmenter.segment(_photo(), "red circle")
+    assert refiner.calls == [((44, 30), (GRID, GRID), (30, 44))]
+    assert np.array_equal(result.refined_mask, ~result.coarse_mask)
+    assert np.array_equal(result.mask, result.refined_mask)
+    assert result.timings["refine"] >= 0 and result.summary()["refined"]
+
+
+def test_from_pretrained_on_a_saved_model(tiny_vlm, tmp_path):
+    model, processor = tiny_vlm
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    segmenter = Segmenter.from_pretrained(tmp_path, device="cpu", grid=GRID, dtype="float32")
+    reference = Segmenter(model, processor, grid=GRID)
+    image = _photo(seed=5)
+    assert segmenter.segment(image, "cat").text == reference.segment(image, "cat").text
