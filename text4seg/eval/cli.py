@@ -59,14 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _device(requested: str | None) -> str:
+    from text4seg.eval.evaluate import process_state
+
     if requested:
         return requested
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        return str(PartialState().device)
+    state = process_state()
+    if state is not None:
+        return str(state.device)
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -82,7 +81,7 @@ def make_refiner(sam: str, device: str, min_iou: float, iterations: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from text4seg.eval.evaluate import EvalDataError, evaluate, load_split
+    from text4seg.eval.evaluate import EvalDataError, evaluate, load_split, process_state
     from text4seg.infer.segmenter import Segmenter
 
     try:
@@ -137,14 +136,9 @@ def run(args: argparse.Namespace) -> int:
     except EvalDataError as err:
         print(f"text4seg evaluate: {err}", file=sys.stderr)
         return 2
-    if report.info.get("processes", 1) == 1 or _is_main():
+    state = process_state()
+    if state is None or state.is_main_process:
         print(report.summary())
         if args.out:
             print(f"wrote {Path(args.out) / 'report.json'} and samples.jsonl")
     return 0
-
-
-def _is_main() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process

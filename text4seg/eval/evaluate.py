@@ -291,13 +291,23 @@ def _side_by_side(per_variant: dict[str, _Scores]) -> dict[str, Any]:
 
 
 # -- the loop --------------------------------------------------------------------------------------
-def _distributed() -> Any:
-    """accelerate's process state when several processes run, else None (no accelerate import needed)."""
+def process_state() -> Any:
+    """accelerate's `PartialState` when several processes run (None for one; accelerate is then not imported).
+
+    On a machine without CUDA the processes talk over gloo (`cpu=True`), e.g. under
+    `accelerate launch --multi_gpu --num_processes 2` on a CPU-only host.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in (
+        "1",
+        "true",
+        "yes",
+    )
+    return PartialState(cpu=cpu)
 
 
 def _gather(obj: Any, state: Any) -> list[Any]:
@@ -336,7 +346,7 @@ def evaluate(
     if n < len(data):
         data = data.select(range(n))
     classes = semantic_classes(data)
-    state = _distributed()
+    state = process_state()
     variants = VARIANTS if refiner is not None else VARIANTS[:1]
     scores = {v: _Scores(classes) for v in variants}
     indices = list(range(n))
