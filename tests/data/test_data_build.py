@@ -127,17 +127,14 @@ def test_llava_export(built, synth, tmp_path):
     assert gpt["from"] == "gpt" and gpt["value"] == first["messages"][1]["content"][0]["text"]
 
 
-def test_embedded_images_are_self_contained(synth, build_kind, tmp_path):
+def test_images_embedded_by_default_or_stored_as_paths(built, synth, build_kind, tmp_path):
+    embedded = built["refcoco"].dataset["val"].cast_column("images", List(Image(decode=False)))[0]
+    file_name = embedded["source"]["file_name"]
+    assert embedded["images"][0]["bytes"] == (synth.images / file_name).read_bytes()
     result = build_kind(
-        "refcoco",
-        synth,
-        tmp_path / "e",
-        splits=["val"],
-        config=BuildConfig(embed_images=True, progress=False),
+        "refcoco", synth, tmp_path / "p", splits=["val"], config=BuildConfig(image_paths=True, progress=False)
     )
-    raw = result.dataset["val"].cast_column("images", List(Image(decode=False)))[0]["images"][0]
-    assert (
-        raw["bytes"]
-        and raw["bytes"] == (synth.images / result.dataset["val"][0]["source"]["file_name"]).read_bytes()
-    )
-    assert load_from_disk(str(tmp_path / "e"))["val"][0]["images"][0].size[0] > 0
+    record = load_from_disk(str(tmp_path / "p"))["val"][0]
+    assert record["images"] == [str((synth.images / file_name).resolve())]
+    assert to_llava_json(result.dataset, tmp_path / "l.json", synth.images) == len(result.dataset["val"])
+    assert json.loads((tmp_path / "l.json").read_text())[0]["image"] == file_name

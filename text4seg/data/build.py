@@ -55,15 +55,19 @@ REPORT_NAME = "build_report.json"
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """How records are made. ``grid`` and ``method`` set the descriptor; ``embed_images`` stores
-    image bytes in the records instead of absolute paths (portable, but larger)."""
+    """How records are made. ``grid`` and ``method`` set the descriptor.
+
+    By default ``images`` holds `datasets.Image` values, which ``save_to_disk`` embeds: the saved
+    records are self-contained, but every record carries its image's bytes (an image with seven
+    sentences is stored seven times). ``image_paths=True`` stores absolute path strings instead.
+    """
 
     grid: int | tuple[int, int] = 16
     method: str = "nearest"
     seed: int = 0
     num_proc: int = 1
     strict: bool = False
-    embed_images: bool = False
+    image_paths: bool = False
     progress: bool = True
 
     @property
@@ -77,7 +81,7 @@ class BuildConfig:
             "grid": [rows, cols],
             "method": self.method,
             "seed": self.seed,
-            "embed_images": self.embed_images,
+            "image_paths": self.image_paths,
         }
 
 
@@ -90,15 +94,15 @@ class BuildResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def record_features() -> Features:
-    """The `datasets.Features` of a record (docs/RECORDS.md)."""
+def record_features(image_paths: bool = False) -> Features:
+    """The `datasets.Features` of a record (docs/RECORDS.md); ``image_paths``: images as path strings."""
     from datasets import Features, Image, List, Value
 
     text_part = {"type": Value("string"), "text": Value("string")}
     return Features(
         {
             "id": Value("string"),
-            "images": List(Image()),
+            "images": List(Value("string")) if image_paths else List(Image()),
             "messages": List({"role": Value("string"), "content": List(text_part)}),
             "task": Value("string"),
             "expression": Value("string"),
@@ -132,7 +136,7 @@ class _Job:
     method: str
     seed: int
     strict: bool
-    embed_images: bool
+    image_paths: bool
 
 
 def _jobs(source: Source, config: BuildConfig) -> list[_Job]:
@@ -155,7 +159,7 @@ def _jobs(source: Source, config: BuildConfig) -> list[_Job]:
                 method=config.method,
                 seed=config.seed,
                 strict=config.strict,
-                embed_images=config.embed_images,
+                image_paths=config.image_paths,
             )
         )
     return jobs
@@ -178,9 +182,7 @@ def _check_image(job: _Job) -> tuple[str, str] | None:
     return None
 
 
-def _record(
-    job: _Job, spec: RecordSpec, masks: dict[int, np.ndarray], image_bytes: bytes | None, stats: Counter
-) -> dict:
+def _record(job: _Job, spec: RecordSpec, masks: dict[int, np.ndarray], stats: Counter) -> dict:
     height, width = job.image.height, job.image.width
     fmt = job.fmt
     labels = [fmt.background, *spec.targets]
@@ -211,7 +213,7 @@ def _record(
     box = mask_to_box(foreground)
     return {
         "id": spec.id,
-        "images": [{"path": job.path, "bytes": image_bytes}],
+        "images": [job.path if job.image_paths else {"path": job.path, "bytes": None}],
         "messages": [
             {
                 "role": "user",
@@ -251,7 +253,6 @@ def build_image(job: _Job) -> tuple[list[dict], list[Issue], Counter]:
         for spec in job.specs:
             log.add(spec.id, problem[0], problem[1], job.ann_file)
         return [], log.items, stats
-    image_bytes = Path(job.path).read_bytes() if job.embed_images else None
     masks: dict[int, np.ndarray] = {}
     failures: dict[int, BadAnnotation] = {}
     for ann_id, ann in job.annotations.items():
@@ -268,7 +269,7 @@ def build_image(job: _Job) -> tuple[list[dict], list[Issue], Counter]:
             log.add(spec.id, err.reason, f"annotation {bad[0]}: {err.detail}", job.ann_file)
             continue
         try:
-            records.append(_record(job, spec, masks, image_bytes, stats))
+            records.append(_record(job, spec, masks, stats))
         except ValueError as err:
             log.add(spec.id, "bad_label", str(err), job.ann_file)
     return records, log.items, stats
@@ -410,7 +411,7 @@ def write_dataset(
         stats.update(source_stats)
     for split in splits or []:
         records.setdefault(split, [])
-    features = record_features()
+    features = record_features(config.image_paths)
     dataset = DatasetDict(
         {split: Dataset.from_list(items, features=features) for split, items in sorted(records.items())}
     )
@@ -546,12 +547,14 @@ def to_llava_json(
     if isinstance(dataset, DatasetDict):
         dataset = concatenate_datasets([dataset[split] for split in sorted(dataset)])
     dataset = dataset.select_columns(["id", "images", "messages", "source"])
-    with _quiet_datasets(True):
-        dataset = dataset.cast_column("images", List(Image(decode=False)))
+    if isinstance(dataset.features["images"].feature, Image):
+        with _quiet_datasets(True):
+            dataset = dataset.cast_column("images", List(Image(decode=False)))
     root = Path(image_root).resolve() if image_root else None
     items = []
     for record in dataset:
-        path = record["images"][0]["path"] if record["images"] else None
+        first = record["images"][0] if record["images"] else None
+        path = first["path"] if isinstance(first, dict) else first
         image = record["source"]["file_name"]
         if root is not None and path and Path(path).resolve().is_relative_to(root):
             image = Path(path).resolve().relative_to(root).as_posix()

@@ -32,7 +32,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--strict", action="store_true", help="stop at the first bad input instead of skipping it"
     )
     parser.add_argument(
-        "--embed-images", action="store_true", help="store image bytes in the records instead of paths"
+        "--image-paths",
+        action="store_true",
+        help="store absolute image paths (strings) instead of embedding the image bytes in every record",
     )
     parser.add_argument("--no-cache", action="store_true", help="rebuild even if --out holds the same build")
     parser.add_argument("--llava", type=Path, help="also export the LLaVA-style JSON list to this file")
@@ -97,7 +99,7 @@ def _config(args: argparse.Namespace):
         seed=args.seed,
         num_proc=args.num_proc,
         strict=args.strict,
-        embed_images=args.embed_images,
+        image_paths=args.image_paths,
         progress=not args.quiet,
     )
 
