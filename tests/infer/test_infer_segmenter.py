@@ -165,3 +165,31 @@ def test_from_pretrained_on_a_saved_model(tiny_vlm, tmp_path):
     reference = Segmenter(model, processor, grid=GRID)
     image = _photo(seed=5)
     assert segmenter.segment(image, "cat").text == reference.segment(image, "cat").text
+
+
+def test_peft_adapter_from_pretrained(tiny_vlm, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = tiny_vlm
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    model.save_pretrained(base_dir)
+    processor.save_pretrained(base_dir)
+    peft_model = get_peft_model(
+        type(model).from_pretrained(base_dir), LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    )
+    peft_model.save_pretrained(adapter_dir)
+    segmenter = Segmenter.from_pretrained(base_dir, adapter=adapter_dir, device="cpu", grid=GRID)
+    assert hasattr(segmenter.model, "get_base_model")
+    result = segmenter.segment(_photo(seed=6), "cat")
+    assert result.ok and result.forward_passes > 0
+    assert result.text == Segmenter(model, processor, grid=GRID).segment(_photo(seed=6), "cat").text
+
+
+def test_missing_engine_is_explained(tiny_vlm, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "llguidance", None)
+    model, processor = tiny_vlm
+    with pytest.raises(ImportError, match=r"text4seg\[constrained\]"):
+        Segmenter(model, processor, grid=GRID)
+    assert Segmenter(model, processor, grid=GRID, constrained=False).constrained is False

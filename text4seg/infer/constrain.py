@@ -28,8 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import llguidance
-import llguidance.hf
 import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -47,6 +45,19 @@ MERGE_RUNS_BUDGET = 5_000
 
 class ConstraintError(RuntimeError):
     """The grammar could not be compiled, or a sequence left it (a bug: the mask should prevent that)."""
+
+
+def require_engine() -> Any:
+    """The llguidance module, or an ImportError saying how to install it (it is an optional extra)."""
+    try:
+        import llguidance
+        import llguidance.hf
+    except ImportError as err:
+        raise ImportError(
+            "grammar-constrained decoding needs llguidance: pip install 'text4seg[constrained]' "
+            "(or pass constrained=False / --no-constrained)"
+        ) from err
+    return llguidance
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,6 +199,7 @@ class GrammarCompiler:
     ):
         self.tokenizer = tokenizer
         self.eos_ids = list(eos_ids) if eos_ids else eos_token_ids(tokenizer)
+        llguidance = require_engine()
         n_vocab = max(int(vocab_size or 0), len(tokenizer))
         started = time.perf_counter()
         self.ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=n_vocab, eos_token=self.eos_ids)
@@ -229,6 +241,7 @@ class GrammarCompiler:
             merge_runs=merge_runs,
             tag_tokens=tag_tokens,
         )
+        llguidance = require_engine()
         started = time.perf_counter()
         template = llguidance.LLMatcher(
             self.ll_tokenizer, llguidance.LLMatcher.grammar_from_lark(lark), log_level=0

@@ -27,7 +27,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from text4seg.codec import TEXT4SEG, Descriptor, DescriptorFormat, Repair, decode, mask_to_box
-from text4seg.infer.constrain import DescriptorLogitsProcessor, compiler_for, jump_forward_generate
+from text4seg.infer.constrain import (
+    DescriptorLogitsProcessor,
+    compiler_for,
+    jump_forward_generate,
+    require_engine,
+)
 from text4seg.infer.images import ImageInput, load_image
 from text4seg.infer.prompts import Query, make_query
 from text4seg.models import registry
@@ -158,6 +163,8 @@ class Segmenter:
             raise ValueError(
                 f"answer_sentences must be 'templates', 'free' or 'none', got {answer_sentences!r}"
             )
+        if constrained:
+            require_engine()
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = registry.tokenizer_of(processor)
