@@ -385,10 +385,19 @@ class _Trainer:
             collate_fn=collator,
             num_workers=cfg.data.num_workers,
             drop_last=False,
+            # Its own generator: creating an iterator then never draws from the global RNG, so a resumed run
+            # (which creates one more iterator) keeps the same dropout masks as an uninterrupted one.
+            generator=torch.Generator().manual_seed(loop.seed),
         )
         eval_loader = None
         if eval_ds is not None and len(eval_ds):
-            eval_loader = DataLoader(eval_ds, batch_size=loop.batch_size, collate_fn=collator, shuffle=False)
+            eval_loader = DataLoader(
+                eval_ds,
+                batch_size=loop.batch_size,
+                collate_fn=collator,
+                shuffle=False,
+                generator=torch.Generator().manual_seed(loop.seed),
+            )
 
         optimizer = build_optimizer(groups, cfg)
         per_process_batches = math.ceil(len(train_ds) / loop.batch_size / acc.num_processes)
@@ -439,6 +448,9 @@ class _Trainer:
             loader = train_loader
             if state["batches_in_epoch"]:
                 loader = acc.skip_first_batches(train_loader, state["batches_in_epoch"])
+            if hasattr(loader, "set_epoch"):
+                # Accelerate's loaders pass their own iteration count to the sampler on __iter__: align it.
+                loader.set_epoch(state["epoch"])
             for batch in loader:
                 state["batches_in_epoch"] += 1
                 skipped = batch.pop("skipped", [])
@@ -502,6 +514,11 @@ class _Trainer:
                 if stop:
                     break
             else:
+                if last_batch is None:
+                    raise ValueError(
+                        f"every training record was skipped as longer than data.max_length={cfg.data.max_length} "
+                        f"tokens (e.g. {', '.join(state['skipped'][:3])}); raise data.max_length"
+                    )
                 state["epoch"] += 1
                 state["batches_in_epoch"] = 0
         bar.close()
@@ -520,7 +537,12 @@ class _Trainer:
         result.stopped = stop or "max_steps"
         result.seconds = time.monotonic() - started
         self.log(
-            {"step": state["step"], "event": "end", "stopped": result.stopped, "skipped": len(result.skipped)}
+            {
+                "step": state["step"],
+                "event": "end",
+                "stopped": result.stopped,
+                "skipped_total": len(result.skipped),
+            }
         )
         if cfg.output.report_to:
             acc.end_training()
