@@ -1,13 +1,16 @@
 """`text4seg train RECIPE [key=value ...]` and `python -m text4seg.train RECIPE [key=value ...]`.
 
 The same entry point works under `accelerate launch` (one process per device), e.g.
-`accelerate launch --config_file recipes/accelerate/zero2.yaml -m text4seg.train recipes/qwen2_5_vl_3b.yaml`.
+`accelerate launch --config_file recipes/accelerate/zero2.yaml -m text4seg.train recipes/qwen2_5_vl_3b.yaml`;
+on CPUs, `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m text4seg.train ...` runs
+two gloo processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from .trainer import train
 
     result = train(config)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(
         json.dumps(
             {
