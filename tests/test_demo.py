@@ -1,0 +1,62 @@
+"""`text4seg demo` end to end on a tiny budget: every file is written and the saved model loads and predicts.
+
+The quality bar (gIoU >= 0.4 in 10 minutes) is measured by `make demo` and bench/results/demo.md, not here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from text4seg.cli import build_parser, main
+
+
+def test_demo_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--out", "--minutes", "--seed", "--num-images", "--no-constrained"):
+        assert option in out
+
+
+def test_demo_rejects_a_non_positive_budget(tmp_path):
+    with pytest.raises(SystemExit, match="minutes"):
+        main(["demo", "--out", str(tmp_path), "--minutes", "0"])
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo_out"
+    argv = ["demo", "--out", str(out), "--minutes", "0.25", "--num-images", "16", "--eval-samples", "3"]
+    assert main(argv + ["--quiet", "--threads", "1"]) == 0
+    return out
+
+
+def test_demo_writes_every_file(demo_out, capsys):
+    report = json.loads((demo_out / "report.json").read_text())
+    for key in ("gIoU", "cIoU", "baseline", "ceiling", "steps", "minutes", "config", "steps_per_second"):
+        assert key in report, key
+    assert 0.0 <= report["gIoU"] <= 1.0 and report["held_out"] == 3
+    assert report["baseline"]["gIoU"] == 0.0  # every held-out expression has a target
+    assert 0.3 < report["ceiling"]["gIoU"] <= 1.0
+    assert report["steps"] >= 1 and report["minutes"] <= 0.25 + 0.5
+    assert report["config"]["minutes"] == 0.25
+    for picture in ("predictions.png", "loss.png"):
+        with Image.open(demo_out / picture) as im:
+            assert im.width > 100 and np.asarray(im.convert("L")).std() > 0
+    model_dir = demo_out / "model"
+    assert (model_dir / "config.json").is_file() and (model_dir / "tokenizer.json").is_file()
+    assert (model_dir / "model.safetensors").is_file()
+
+
+def test_saved_demo_model_predicts(demo_out):
+    from text4seg.data import generate_sample
+    from text4seg.infer import Segmenter
+
+    segmenter = Segmenter.from_pretrained(demo_out / "model", device="cpu")
+    sample = generate_sample(5, 128)
+    result = segmenter.segment(Image.fromarray(sample.image), "the red circle")
+    assert result.ok and result.mask.shape == (128, 128) and result.grid.shape == (16, 16)

@@ -1,0 +1,429 @@
+"""The embedded demo: a tiny model learns referring segmentation of synthetic shapes on the CPU.
+
+`run_demo(out_dir, DemoConfig(...))` chains the real modules, each doing its one job:
+
+1. `text4seg.data`: draw a synthetic shapes dataset in the RefCOCO file layout and build its records
+   (1-3 shapes of several colours, kinds and sizes per image; every other image holds a distractor that
+   shares a colour or a kind with the target; expressions name colour and kind);
+2. `text4seg.models.tiny.build_tiny`: a random-initialised Qwen2.5-VL of ~1M parameters, with the demo's
+   choices below;
+3. `text4seg.train.train`: full fine-tuning for at most `minutes` of wall-clock time;
+4. `text4seg.infer.Segmenter` (grammar-constrained decoding) and `text4seg.eval.evaluate`: gIoU/cIoU on
+   held-out images, beside the all-background baseline and the ceiling of the descriptor grid itself
+   (the ground truth passed through the codec and back);
+5. `text4seg.viz`: a sheet of predictions and the loss curve.
+
+What makes a model this small localise within minutes (each measured in bench/results/demo.md):
+
+- one vision token per descriptor cell (patch grid = descriptor grid, no 2×2 token merging), so that
+  image rows and descriptor rows line up in Qwen's 2-D rotary positions;
+- the question before the image in the user turn, so that image tokens can already attend to the
+  expression;
+- a tokenizer fitted to the demo's answers with runs kept whole (``others *16\\n `` is one token), so an
+  answer is ~30 tokens instead of ~120;
+- no answer sentence before ``<seg>``, so the descriptor starts at a fixed distance from the image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import text4seg as t4s
+
+MODEL_DIR = "model"
+DATA_DIR = "data"
+REPORT = "report.json"
+EXAMPLES_PNG = "predictions.png"
+LOSS_PNG = "loss.png"
+
+QUESTION_FIRST_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' }}{% else %}{{ '<|im_start|>user\\n' }}{% endif %}"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+    "{{ '<|vision_start|><|image_pad|><|vision_end|>' }}{% endif %}{% endfor %}"
+    "{% endif %}{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""Qwen-style chat template that renders a user turn's text before its image(s)."""
+
+
+@dataclass
+class DemoConfig:
+    """Every knob of the demo; the defaults are the measured default (bench/results/demo.md)."""
+
+    minutes: float = 10.0
+    seed: int = 0
+    # data
+    num_images: int = 1500
+    image_size: int = 128
+    eval_samples: int = 100
+    # model (build_tiny arguments; `merge` = Qwen's spatial merge, 1 = one token per patch)
+    arch: str = "qwen2_5_vl"
+    patch_size: int = 8
+    merge: int = 1
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    # the demo's levers (see the module docstring)
+    question_first: bool = True
+    fit_tokenizer: bool = True
+    vocab_size: int = 1000
+    answer_sentence: bool = False
+    # optimisation
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    batch_size: int = 8
+    schedule_steps: int | None = None
+    min_lr_ratio: float = 0.05
+    max_steps: int | None = None
+    # evaluation
+    constrained: bool = True
+    examples: int = 12
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class DemoResult:
+    """What `run_demo` measured and wrote."""
+
+    report: dict[str, Any]
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _stage(progress: bool, text: str) -> None:
+    if progress:
+        print(f"[demo] {text}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def make_data(cfg: DemoConfig, out_dir: Path, progress: bool = True):
+    """Draw the synthetic shapes dataset and build its referring records (a DatasetDict)."""
+    from text4seg.data.build import BuildConfig, build
+    from text4seg.data.synthetic import make_synthetic
+
+    root = out_dir / DATA_DIR
+    paths = make_synthetic(
+        root / "source", num_images=cfg.num_images, image_size=cfg.image_size, seed=cfg.seed
+    )
+    result = build(
+        "refcoco",
+        paths.refs,
+        paths.images,
+        root / "refcoco",
+        BuildConfig(grid=16, seed=cfg.seed, progress=progress),
+    )
+    data = result.dataset
+    if not cfg.answer_sentence:
+        data = (
+            data.map(_drop_sentence, desc="answers without sentence")
+            if progress
+            else data.map(_drop_sentence)
+        )
+    return data
+
+
+def _drop_sentence(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its answer reduced to the ``<seg>…</seg>`` block (a fixed-offset descriptor)."""
+    messages = record["messages"]
+    answer = messages[-1]["content"][0]["text"]
+    start = answer.find(t4s.TEXT4SEG.open_tag)
+    if start < 0:
+        raise ValueError(f"record {record['id']}: the answer has no {t4s.TEXT4SEG.open_tag} block")
+    last = dict(messages[-1], content=[{"type": "text", "text": answer[start:]}])
+    return {"messages": [*messages[:-1], last]}
+
+
+# ----------------------------------------------------------------------------------------------- model
+def _answer_corpus(records: Any, limit: int = 3000) -> list[str]:
+    texts = []
+    for record in records.select(range(min(limit, len(records)))):
+        for message in record["messages"]:
+            for part in message["content"]:
+                if part.get("text"):
+                    texts.append(part["text"])
+    return texts
+
+
+def fit_tokenizer(processor: Any, texts: list[str], vocab_size: int, workdir: Path) -> Any:
+    """`processor` with a byte-level BPE refitted on `texts`, keeping every special token and its id.
+
+    The pre-tokenizer cuts only after the run separator and the row separator, so the BPE can make a
+    whole run (``others *16\\n ``) one token. Returns a processor reloaded from `workdir`.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoProcessor
+
+    fmt = t4s.TEXT4SEG
+    tok = processor.tokenizer
+    specials = [token.content for _, token in sorted(tok.added_tokens_decoder.items())]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(fmt.open_tag, "isolated"),
+            pre_tokenizers.Split(fmt.close_tag, "isolated"),
+            pre_tokenizers.Split(fmt.row_sep, "merged_with_previous"),
+            pre_tokenizers.Split(fmt.run_sep, "merged_with_previous"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    for index, content in enumerate(specials):
+        if backend.token_to_id(content) != index:
+            raise RuntimeError(f"special token {content!r} moved from id {index}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(workdir)
+    (workdir / "tokenizer.json").write_text(backend.to_str(), encoding="utf-8")
+    return AutoProcessor.from_pretrained(workdir)
+
+
+def make_model(cfg: DemoConfig, train_records: Any, workdir: Path) -> tuple[Any, Any]:
+    """The tiny random-initialised model and its processor, with the demo's levers applied."""
+    from text4seg.models.tiny import build_tiny
+
+    _, processor = build_tiny(cfg.arch, image_size=cfg.image_size, patch_size=cfg.patch_size, seed=cfg.seed)
+    if cfg.fit_tokenizer:
+        processor = fit_tokenizer(processor, _answer_corpus(train_records), cfg.vocab_size, workdir)
+    vocab = len(processor.tokenizer)
+    model, _ = build_tiny(
+        cfg.arch,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        vision_hidden_size=cfg.vision_hidden_size,
+        vision_layers=cfg.vision_layers,
+        seed=cfg.seed,
+        text_config={"vocab_size": vocab, "intermediate_size": cfg.hidden_size * 4},
+        vision_config=_vision_overrides(cfg),
+    )
+    for part in ("image_processor", "video_processor"):
+        sub = getattr(processor, part, None)
+        if sub is not None and hasattr(sub, "merge_size"):
+            sub.merge_size = cfg.merge
+    if cfg.question_first:
+        processor.chat_template = QUESTION_FIRST_TEMPLATE
+        processor.tokenizer.chat_template = QUESTION_FIRST_TEMPLATE
+    return model, processor
+
+
+def _vision_overrides(cfg: DemoConfig) -> dict[str, Any]:
+    vision: dict[str, Any] = {"spatial_merge_size": cfg.merge}
+    if cfg.arch == "qwen2_5_vl":  # full attention in every block (the image is only 16×16 patches)
+        vision.update(window_size=cfg.image_size * 2, fullatt_block_indexes=list(range(cfg.vision_layers)))
+    return vision
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train_config(cfg: DemoConfig, run_dir: Path, progress: bool = True):
+    """The `text4seg.train` configuration of the demo run (full fine-tuning, time budget)."""
+    from text4seg.train.config import config_from_dict
+
+    horizon = cfg.max_steps or cfg.schedule_steps or 100_000
+    return config_from_dict(
+        {
+            "finetune": {"method": "full", "train_projector": True, "train_vision": True},
+            "optim": {
+                "lr": cfg.lr,
+                "warmup_steps": cfg.warmup_steps,
+                "scheduler": "cosine" if (cfg.schedule_steps or cfg.max_steps) else "constant",
+                "min_lr_ratio": cfg.min_lr_ratio,
+                "betas": [0.9, 0.98],
+            },
+            "loop": {
+                "batch_size": cfg.batch_size,
+                "max_steps": horizon,
+                "epochs": 1000.0,
+                "max_minutes": cfg.minutes,
+                "log_every": 10,
+                "eval_every": None,
+                "seed": cfg.seed,
+            },
+            "data": {"max_length": 2048, "eval_split": None, "max_eval_samples": None},
+            "output": {"dir": str(run_dir), "resume": False},
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------- measures
+def reference_scores(records: Any, fmt: t4s.DescriptorFormat = t4s.TEXT4SEG, upsample: str = "bilinear"):
+    """gIoU/cIoU of the all-background answer and of the ground truth passed through the codec."""
+    from text4seg.eval.evaluate import ground_truth
+    from text4seg.eval.metrics import ReferMetrics
+
+    baseline, ceiling = ReferMetrics(), ReferMetrics()
+    for record in records:
+        truth = ground_truth(record)
+        baseline.update(np.zeros_like(truth.mask), truth.mask, box=False)
+        text = t4s.encode_mask(truth.mask, "target", fmt=fmt)
+        coarse = t4s.decode(text, fmt=fmt).mask(truth.mask.shape)
+        if upsample != "nearest":
+            coarse = t4s.grid_to_mask(t4s.decode(text, fmt=fmt).grid != 0, truth.mask.shape, method=upsample)
+        ceiling.update(np.asarray(coarse, dtype=bool), truth.mask, box=False)
+    return baseline.compute(), ceiling.compute()
+
+
+def _examples_sheet(records: Any, samples: list[dict[str, Any]], k: int, upsample: str):
+    from text4seg import viz
+    from text4seg.eval.evaluate import ground_truth
+
+    examples = []
+    for line in samples[:k]:
+        record = records[int(line["index"])]
+        truth = ground_truth(record)
+        try:
+            grid = t4s.decode(line["text"] or "").grid != 0
+            pred = t4s.grid_to_mask(grid, truth.mask.shape, method=upsample)
+        except ValueError:
+            pred = np.zeros_like(truth.mask)
+        iou = (line.get("coarse") or {}).get("iou")
+        image = record["images"][0].convert("RGB")
+        examples.append(
+            viz.Example(image, truth.mask, np.asarray(pred, bool), str(record["expression"]), iou)
+        )
+    return viz.comparison_sheet(examples, tile=128, columns=2)
+
+
+# --------------------------------------------------------------------------------------------- the run
+def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool = True) -> DemoResult:
+    """Run the whole demo into `out_dir` (see the module docstring) and return its report."""
+    import torch
+
+    from text4seg import viz
+    from text4seg.eval.evaluate import evaluate
+    from text4seg.infer import Segmenter
+    from text4seg.train import train
+
+    cfg = cfg or DemoConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    started = time.monotonic()
+
+    _stage(progress, f"1/5 data: {cfg.num_images} synthetic images, {cfg.image_size} px")
+    data = make_data(cfg, out, progress)
+    train_records, held_out = data["train"], data["test"]
+    held_out = held_out.select(range(min(cfg.eval_samples, len(held_out))))
+
+    _stage(progress, "2/5 model: tiny random-initialised " + cfg.arch)
+    model, processor = make_model(cfg, train_records, out / DATA_DIR / "processor")
+    n_params = sum(p.numel() for p in model.parameters())
+
+    _stage(progress, f"3/5 train: at most {cfg.minutes:g} min on {len(train_records)} records")
+    run_dir = out / DATA_DIR / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    result = train(
+        train_config(cfg, run_dir, progress), train_dataset=train_records, model=model, processor=processor
+    )
+    model_dir = out / MODEL_DIR
+    shutil.rmtree(model_dir, ignore_errors=True)
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+
+    _stage(progress, f"4/5 evaluate: {len(held_out)} held-out expressions")
+    segmenter = Segmenter(
+        model.eval(),
+        processor,
+        constrained=cfg.constrained,
+        answer_sentences="templates" if cfg.answer_sentence else "none",
+    )
+    report = evaluate(
+        segmenter, held_out, split="test", batch_size=8, out_dir=out / "eval", progress=progress
+    )
+    coarse = (
+        report.metrics["refer"]["all"]["coarse"]
+        if "all" in report.metrics["refer"]
+        else next(iter(report.metrics["refer"].values()))["coarse"]
+    )
+    baseline, ceiling = reference_scores(held_out, upsample=segmenter.upsample)
+
+    _stage(progress, "5/5 pictures")
+    sheet = _examples_sheet(held_out, report.samples, cfg.examples, segmenter.upsample)
+    sheet.save(out / EXAMPLES_PNG)
+    steps, losses = _loss_history(result.metrics_path)
+    viz.line_plot(steps, {"training loss": losses}, title="training loss (answer tokens)", log_y=True).save(
+        out / LOSS_PNG
+    )
+
+    summary = {
+        "gIoU": coarse["gIoU"],
+        "cIoU": coarse["cIoU"],
+        "prec@0.5": coarse.get("prec@0.5"),
+        "baseline": {"gIoU": baseline["gIoU"], "cIoU": baseline["cIoU"], "what": "all-background answer"},
+        "ceiling": {
+            "gIoU": ceiling["gIoU"],
+            "cIoU": ceiling["cIoU"],
+            "what": "ground truth through the 16x16 descriptor and back",
+        },
+        "held_out": len(held_out),
+        "train_records": len(train_records),
+        "steps": result.steps,
+        "minutes": result.seconds / 60,
+        "steps_per_second": result.steps / result.seconds if result.seconds else None,
+        "stopped": result.stopped,
+        "final_loss": float(np.mean(losses[-5:])) if losses else None,
+        "parameters": n_params,
+        "repaired_outputs": report.info.get("repaired_outputs"),
+        "total_minutes": (time.monotonic() - started) / 60,
+        "config": cfg.to_dict(),
+        "model_dir": MODEL_DIR,
+    }
+    (out / REPORT).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    files = {
+        "report": out / REPORT,
+        "examples": out / EXAMPLES_PNG,
+        "loss": out / LOSS_PNG,
+        "model": model_dir,
+    }
+    return DemoResult(summary, out, files)
+
+
+def _loss_history(path: Path) -> tuple[list[float], list[float]]:
+    steps, losses = [], []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if "loss" in entry and "step" in entry and math.isfinite(float(entry["loss"])):
+                steps.append(float(entry["step"]))
+                losses.append(float(entry["loss"]))
+    return steps, losses
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """The lines `text4seg demo` prints at the end."""
+    base, ceil = report["baseline"], report["ceiling"]
+    return "\n".join(
+        [
+            f"held-out gIoU {report['gIoU']:.3f}  cIoU {report['cIoU']:.3f}  ({report['held_out']} expressions)",
+            f"  all-background baseline gIoU {base['gIoU']:.3f}  cIoU {base['cIoU']:.3f}",
+            f"  16x16 ceiling (codec)   gIoU {ceil['gIoU']:.3f}  cIoU {ceil['cIoU']:.3f}",
+            f"  {report['steps']} steps in {report['minutes']:.1f} min ({report['steps_per_second']:.2f} steps/s)",
+        ]
+    )
