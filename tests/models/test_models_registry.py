@@ -16,6 +16,7 @@ EXPECTED_END = {
     "smolvlm": "<end_of_utterance>",
     "paligemma": "<eos>",  # no chat template
     "gemma3": "<end_of_turn>",
+    "internvl": "<|im_end|>",
 }
 
 

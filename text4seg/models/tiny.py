@@ -25,6 +25,7 @@ ARCHS: tuple[str, ...] = (
     "smolvlm",
     "paligemma",
     "gemma3",
+    "internvl",
 )
 
 _SPECIAL_TOKENS: tuple[str, ...] = (
@@ -51,6 +52,9 @@ _SPECIAL_TOKENS: tuple[str, ...] = (
     "<start_of_image>",
     "<end_of_image>",
     "<image_soft_token>",
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
 )
 
 _COLOURS = ("red", "green", "blue", "yellow", "white", "black", "orange", "purple", "pink", "grey")
@@ -186,6 +190,16 @@ _GEMMA_TEMPLATE = _template(
     image="<start_of_image>",
 )
 
+_INTERNVL_TEMPLATE = _template(
+    bos="",
+    user="<|im_start|>user\n",
+    assistant="<|im_start|>assistant\n",
+    end_user="<|im_end|>\n",
+    end_assistant="<|im_end|>\n",
+    gen="<|im_start|>assistant\n",
+    image="<IMG_CONTEXT>\n",
+)
+
 # Per architecture: special-token roles and chat template (PaliGemma, like the real checkpoints, has none).
 _TOKEN_ROLES: dict[str, dict[str, Any]] = {
     "qwen": dict(
@@ -237,6 +251,19 @@ _TOKEN_ROLES: dict[str, dict[str, Any]] = {
             "eoi_token": "<end_of_image>",
         },
     ),
+    "internvl": dict(
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        chat_template=_INTERNVL_TEMPLATE,
+        extra_special_tokens={
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+            "video_token": "<video>",
+        },
+    ),
 }
 _FAMILY = {
     "qwen2_vl": "qwen",
@@ -247,6 +274,7 @@ _FAMILY = {
     "smolvlm": "idefics3",
     "paligemma": "paligemma",
     "gemma3": "gemma3",
+    "internvl": "internvl",
 }
 
 
@@ -516,6 +544,41 @@ def build_tiny(
                 ),
                 overrides,
             ),
+        )
+    elif family == "internvl":
+        seq_len = (grid * grid) // 4  # pixel shuffle with downsample_ratio 0.5
+        vision = dict(
+            hidden_size=vh,
+            intermediate_size=vh * 2,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=2,
+            image_size=[image_size, image_size],
+            patch_size=[patch_size, patch_size],
+        )
+        text = dict(_llama_text(tok, hidden_size, num_layers, num_heads), model_type="qwen2")
+        config = tf.InternVLConfig(
+            text_config=_merge(text, text_config),
+            vision_config=_merge(vision, vision_config),
+            **_merge(
+                dict(
+                    image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"),
+                    image_seq_length=seq_len,
+                    downsample_ratio=0.5,
+                    vision_feature_layer=-1,
+                    tie_word_embeddings=True,
+                ),
+                overrides,
+            ),
+        )
+        ip_kwargs = dict(
+            size={"height": image_size, "width": image_size}, crop_to_patches=False, max_patches=1
+        )
+        processor = tf.InternVLProcessor(
+            image_processor=tf.GotOcr2ImageProcessor(**ip_kwargs),
+            tokenizer=tok,
+            video_processor=tf.InternVLVideoProcessor(size={"height": image_size, "width": image_size}),
+            image_seq_length=seq_len,
+            chat_template=tok.chat_template,
         )
     else:  # gemma3
         mm_tokens = max(1, grid // 2) ** 2
