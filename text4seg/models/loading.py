@@ -67,12 +67,14 @@ def load_model_and_processor(
     device_map: Any = None,
     merge_adapter: bool = False,
     is_trainable: bool = False,
+    processor_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Load `(model, processor)` from a hub id or a local folder.
 
     `adapter` is a PEFT adapter folder loaded on top of the model. If `name_or_path` is itself an adapter
     folder (as written by `text4seg train`), its base model is loaded first and the processor saved next
-    to the adapter is used. `merge_adapter=True` folds the adapter into the weights.
+    to the adapter is used. `merge_adapter=True` folds the adapter into the weights. `processor_kwargs` go to
+    `AutoProcessor.from_pretrained` (e.g. `{"min_pixels": ..., "max_pixels": ...}` for Qwen-VL).
     """
     from transformers import AutoModelForImageTextToText
 
@@ -80,7 +82,9 @@ def load_model_and_processor(
     if adapter is None and is_adapter_dir(source):
         adapter, source = source, adapter_base(source)
     processor_source = adapter if adapter is not None and _has_processor(adapter) else source
-    processor = load_processor(processor_source, trust_remote_code=trust_remote_code)
+    processor = load_processor(
+        processor_source, trust_remote_code=trust_remote_code, **(processor_kwargs or {})
+    )
     kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

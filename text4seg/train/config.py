@@ -28,6 +28,9 @@ class ModelConfig:
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     tiny: dict[str, Any] = field(default_factory=dict)  # build_tiny keyword overrides for `tiny:<arch>`
+    processor: dict[str, Any] = field(
+        default_factory=dict
+    )  # AutoProcessor.from_pretrained kwargs (image size)
 
 
 @dataclass
@@ -202,6 +205,8 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):
+            return "yes" if value else "no"  # YAML 1.1 reads an unquoted no/off as false
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{where}: expected a string, got {value!r}")

@@ -95,6 +95,7 @@ def build_model(config: TrainConfig) -> tuple[Any, Any]:
         dtype=config.model.dtype,
         attn_implementation=config.model.attn_implementation,
         trust_remote_code=config.model.trust_remote_code,
+        processor_kwargs=config.model.processor,
     )
 
 
