@@ -49,7 +49,10 @@ class SegmentationResult:
     int32 map whose values index `labels`. `grid` is the decoded label grid, `text` the raw answer,
     `repairs` what lenient decoding had to fix (always empty under constrained decoding). `timings`
     are seconds for the batch this sample ran in (`batch_size` samples); `forward_passes` counts the
-    model forward calls of that batch and `new_tokens` this sample's generated tokens.
+    model forward calls of that batch and `new_tokens` this sample's generated tokens. The coarse
+    (grid) prediction is always kept in `coarse_mask` / `coarse_label_map`; with a refiner, `mask` and
+    `label_map` hold the refined result, `refined_mask` the refined foreground and `refinement` the
+    refiner's report.
     """
 
     mask: np.ndarray
@@ -67,6 +70,7 @@ class SegmentationResult:
     batch_size: int = 1
     constrained: bool = True
     coarse_mask: np.ndarray | None = None
+    coarse_label_map: np.ndarray | None = None
     refined_mask: np.ndarray | None = None
     refinement: Any = None
 
@@ -393,6 +397,7 @@ class Segmenter:
             new_tokens=n_tokens,
             constrained=constrained,
             coarse_mask=coarse,
+            coarse_label_map=coarse_map,
         )
         if self.refiner is not None:
             started = time.perf_counter()
