@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+import datasets  # noqa: F401  (imported up front so its import time is not counted in the first build)
 import numpy as np
 from pycocotools import mask as mask_utils
 from tokenizers import ByteLevelBPETokenizer
@@ -42,22 +43,26 @@ def _answer(record: dict) -> str:
     return record["messages"][1]["content"][0]["text"]
 
 
-def _regrid_answer(record: dict, grid: int, cells: bool) -> str:
-    """The record's answer with its descriptor re-made at ``grid`` from the full-resolution masks,
-    as R-RLE (``cells=False``) or one label per cell."""
+def _label_map(record: dict) -> np.ndarray:
+    """The record's full-resolution label map, from its RLE masks (value k = labels[k])."""
     size = [record["height"], record["width"]]
     label_map = np.zeros(size, dtype=np.int32)
-    masks = [mask_utils.decode({"size": size, "counts": c.encode()}).astype(bool) for c in record["masks"]]
-    for value, mask in enumerate(masks, start=1):
-        label_map[mask] = value
+    for value, counts in enumerate(record["masks"], start=1):
+        label_map[mask_utils.decode({"size": size, "counts": counts.encode()}).astype(bool)] = value
+    return label_map
+
+
+def _answers(record: dict, label_map: np.ndarray, grid: int) -> tuple[str, str]:
+    """The record's answer with its descriptor re-made at ``grid``: (R-RLE, one label per cell)."""
     fmt = t4s.TEXT4SEG.with_grid(grid)
-    cells_grid = (
-        t4s.label_map_to_grid(label_map, grid) if len(masks) > 1 else t4s.mask_to_grid(label_map > 0, grid)
-    )
-    writer = t4s.grid_to_cell_text if cells else t4s.grid_to_text
-    text = writer(cells_grid.astype(np.int32), record["labels"], fmt)
+    if len(record["masks"]) > 1:
+        cells = t4s.label_map_to_grid(label_map, grid)
+    else:
+        cells = t4s.mask_to_grid(label_map > 0, grid).astype(np.int32)
     sentence = _answer(record).split("\n<seg>", 1)[0]
-    return t4s.format_answer(sentence, text, fmt)
+    rle = t4s.format_answer(sentence, t4s.grid_to_text(cells, record["labels"], fmt), fmt)
+    per_cell = t4s.format_answer(sentence, t4s.grid_to_cell_text(cells, record["labels"], fmt), fmt)
+    return rle, per_cell
 
 
 def _histogram(rle: list[int], cell: list[int], width: int = 50) -> list[str]:
@@ -66,7 +71,7 @@ def _histogram(rle: list[int], cell: list[int], width: int = 50) -> list[str]:
     rle_counts = np.histogram(rle, bins=edges)[0]
     cell_counts = np.histogram(cell, bins=edges)[0]
     scale = 40 / max(rle_counts.max(), cell_counts.max())
-    lines = ["```", f"{'tokens':>11} | R-RLE {'':<40} | per-cell"]
+    lines = ["```", f"{'tokens':<10} | {'R-RLE':<46} | per-cell"]
     for k in range(len(edges) - 1):
         if rle_counts[k] == 0 and cell_counts[k] == 0:
             continue
@@ -93,6 +98,7 @@ def main() -> None:
     WORK.mkdir(parents=True)
     command = f"OMP_NUM_THREADS=1 .venv/bin/python bench/bench_data.py --num-images {args.num_images}"
 
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     paths = make_synthetic(WORK / "source", num_images=args.num_images, image_size=args.image_size, seed=0)
     synth_s = time.perf_counter() - start
@@ -109,7 +115,7 @@ def main() -> None:
             result = build(kind, anns[kind], paths.images, out, config)
             seconds = time.perf_counter() - start
             total = result.report["records_total"]
-            rows.append((kind, num_proc, total, seconds))
+            rows.append((kind, num_proc, total, seconds, result.report["seconds_by_phase"]))
             built[kind] = result
             print(f"{kind} num_proc={num_proc}: {total} records in {seconds:.1f} s", flush=True)
         start = time.perf_counter()
@@ -117,30 +123,37 @@ def main() -> None:
             kind, anns[kind], paths.images, WORK / f"{kind}_np2", BuildConfig(num_proc=2, progress=False)
         )
         assert again.report["cache"] == "reused"
-        rows.append((kind, "cache", again.report["records_total"], time.perf_counter() - start))
+        rows.append((kind, "cache", again.report["records_total"], time.perf_counter() - start, None))
 
+    rng = np.random.default_rng(0)
     train = [r for kind in ("coco", "refcoco", "grefcoco") for r in built[kind].dataset["train"]]
     held_out = [
         r for kind in ("refcoco", "grefcoco", "coco") for s in ("val", "test") for r in built[kind].dataset[s]
     ]
+    train = [train[int(i)] for i in rng.choice(len(train), min(3000, len(train)), replace=False)]
+    held_out = [held_out[int(i)] for i in rng.choice(len(held_out), min(3000, len(held_out)), replace=False)]
     corpus = []
-    for record in train[:4000]:
-        corpus += [_regrid_answer(record, 16, cells=False), _regrid_answer(record, 16, cells=True)]
-        corpus += [record["messages"][0]["content"][1]["text"]]
+    for record in train:
+        corpus += [*_answers(record, _label_map(record), 16), record["messages"][0]["content"][1]["text"]]
     tokenizer = ByteLevelBPETokenizer()
     tokenizer.train_from_iterator(corpus, vocab_size=4096, min_frequency=2, show_progress=False)
-    lengths: dict[int, tuple[list[int], list[int]]] = {}
-    for grid in (16, 24, 32):
-        rle = [len(tokenizer.encode(_regrid_answer(r, grid, cells=False)).ids) for r in held_out]
-        cell = [len(tokenizer.encode(_regrid_answer(r, grid, cells=True)).ids) for r in held_out]
-        lengths[grid] = (rle, cell)
+    lengths: dict[int, tuple[list[int], list[int]]] = {16: ([], []), 24: ([], []), 32: ([], [])}
+    same_as_records = True
+    for record in held_out:
+        label_map = _label_map(record)
+        for grid, (rle_lengths, cell_lengths) in lengths.items():
+            rle, per_cell = _answers(record, label_map, grid)
+            same_as_records &= grid != 16 or rle == _answer(record)
+            rle_lengths.append(len(tokenizer.encode(rle).ids))
+            cell_lengths.append(len(tokenizer.encode(per_cell).ids))
+    for grid, (rle, cell) in lengths.items():
         print(f"grid {grid}: mean tokens R-RLE {np.mean(rle):.0f}, per-cell {np.mean(cell):.0f}", flush=True)
-    same_as_records = all(_regrid_answer(r, 16, cells=False) == _answer(r) for r in held_out[:500])
 
     lines = [
         "## Data",
         "",
-        f"Machine: {_cpu()}, {os.cpu_count()} cores (shared with other jobs while measured), Python "
+        f"Machine: {_cpu()}, {os.cpu_count()} cores, shared with other jobs while measured (load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), Python "
         f"{platform.python_version()}. Command: `{command}`. Synthetic shapes dataset: {args.num_images} images "
         f"of {args.image_size}×{args.image_size}, {paths.num_annotations} annotations (polygons, uncompressed and "
         f"compressed RLE, crowd), {paths.num_refs} refs, {paths.num_grefs} grefs.",
@@ -151,22 +164,31 @@ def main() -> None:
         "### Record building (`text4seg.data.build.build`, grid 16, nearest; includes loading, mask decoding, "
         "encoding, writing with save_to_disk)",
         "",
-        "| source | num_proc | records | seconds | records/s |",
-        "|---|---|---|---|---|",
+        "| source | num_proc | records | seconds (total) | records/s (total) | load s | records s (parallel part) "
+        "| records/s (parallel part) | write s (save_to_disk) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for kind, num_proc, total, seconds in rows:
-        label = "re-run, cache reused" if num_proc == "cache" else str(num_proc)
-        lines.append(f"| {kind} | {label} | {total} | {seconds:.2f} | {total / seconds:.0f} |")
+    for kind, num_proc, total, seconds, phases in rows:
+        if phases is None:
+            lines.append(
+                f"| {kind} | re-run, cache reused | {total} | {seconds:.2f} | {total / seconds:.0f} | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {kind} | {num_proc} | {total} | {seconds:.2f} | {total / seconds:.0f} | {phases['load']:.2f} "
+            f"| {phases['records']:.2f} | {total / phases['records']:.0f} | {phases['write']:.2f} |"
+        )
     lines += [
         "",
         "coco = three tasks per image (category masks, numbered instances, semantic questions: all / subset / "
-        "with absent classes). With 2 processes on a 2-core machine shared with other jobs the speed-up is "
-        "bounded by the free cores and by the single-process save_to_disk step.",
+        "with absent classes). `num_proc` parallelises the records phase (mask decoding, grids, text); loading "
+        "and save_to_disk (which embeds every record's image bytes) run in one process. A speed-up from 2 "
+        "processes needs 2 free cores, which this shared machine did not have (see the load average).",
         "",
-        f"### Answer length in tokens (held-out val+test answers, n = {len(held_out)})",
+        f"### Answer length in tokens (held-out val+test answers, random sample of n = {len(held_out)})",
         "",
-        f"Byte-level BPE tokenizer (`tokenizers`, vocab 4096) trained here on {len(corpus)} texts from the train "
-        "split (R-RLE answers, per-cell answers and questions, grid 16). Whole answers: sentence + "
+        f"Byte-level BPE tokenizer (`tokenizers`, vocab 4096) trained here on {len(corpus)} texts from "
+        f"{len(train)} train records (their R-RLE answer, per-cell answer and question, grid 16). Whole answers: sentence + "
         "`<seg>…</seg>`. Per-cell = `grid_to_cell_text`, one label per cell, the uncompressed baseline. "
         f"Re-made 16×16 answers equal the built records' answers: {same_as_records}.",
         "",

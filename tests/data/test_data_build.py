@@ -138,3 +138,8 @@ def test_images_embedded_by_default_or_stored_as_paths(built, synth, build_kind,
     assert record["images"] == [str((synth.images / file_name).resolve())]
     assert to_llava_json(result.dataset, tmp_path / "l.json", synth.images) == len(result.dataset["val"])
     assert json.loads((tmp_path / "l.json").read_text())[0]["image"] == file_name
+
+
+def test_coco_split_filter_must_match_a_file(synth, build_kind, tmp_path):
+    with pytest.raises(ValueError, match="instances_<split>.json"):
+        build_kind("coco", synth, tmp_path / "c", splits=["nosuchsplit"])

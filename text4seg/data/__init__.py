@@ -1,8 +1,19 @@
 """Annotations to training records: COCO, RefCOCO/+/g, gRefCOCO and synthetic shapes.
 
-Light to import: the loaders and the record builder (which need `datasets`) live in submodules.
+* `make_synthetic` / `generate_sample`: small real-format datasets of coloured shapes;
+* `load_coco`, `load_refcoco`, `load_grefcoco`: annotation files -> record specs (RefCOCO pickles are
+  read by `load_pickle`, a restricted unpickler that never runs code from the file);
+* `build` (+ `BuildConfig`): specs -> `datasets.DatasetDict` of chat records (docs/RECORDS.md),
+  parallel, cached, with a build report; `to_llava_json` exports the LLaVA-style list.
+
+Light to import: `datasets` is imported only when records are written.
 """
 
+from text4seg.data.build import BuildConfig, BuildResult, build, to_llava_json
+from text4seg.data.coco import load_coco
+from text4seg.data.refer import load_grefcoco, load_refcoco
+from text4seg.data.safe_pickle import UnsafePickleError, load_pickle
+from text4seg.data.spec import DataError
 from text4seg.data.synthetic import (
     Expression,
     Shape,
@@ -14,11 +25,21 @@ from text4seg.data.synthetic import (
 )
 
 __all__ = [
+    "BuildConfig",
+    "BuildResult",
+    "DataError",
     "Expression",
     "Shape",
     "SyntheticPaths",
     "SyntheticSample",
+    "UnsafePickleError",
+    "build",
     "generate_sample",
     "iter_samples",
+    "load_coco",
+    "load_grefcoco",
+    "load_pickle",
+    "load_refcoco",
     "make_synthetic",
+    "to_llava_json",
 ]

@@ -419,8 +419,11 @@ def write_dataset(
     key: str = "",
     params: dict[str, Any] | None = None,
     splits: Sequence[str] | None = None,
+    load_seconds: float = 0.0,
 ) -> BuildResult:
-    """Build the records of ``sources``, save them to ``out_dir`` with a build report."""
+    """Build the records of ``sources``, save them to ``out_dir`` with a build report.
+
+    ``load_seconds`` (time spent reading the sources) is added to the report's timings."""
     from datasets import Dataset, DatasetDict
 
     start = time.perf_counter()
@@ -437,6 +440,7 @@ def write_dataset(
         stats.update(source_stats)
     for split in splits or []:
         records.setdefault(split, [])
+    records_done = time.perf_counter()
     features = record_features(config.image_paths)
     import pyarrow as pa
 
@@ -452,7 +456,8 @@ def write_dataset(
     tmp.parent.mkdir(parents=True, exist_ok=True)
     with _quiet_datasets(not config.progress):
         dataset.save_to_disk(str(tmp))
-    elapsed = time.perf_counter() - start
+    end = time.perf_counter()
+    elapsed = end - start + load_seconds
     total = sum(len(items) for items in records.values())
     report = {
         "fingerprint": key,
@@ -468,6 +473,11 @@ def write_dataset(
         "skipped": [issue.to_dict() for issue in issues],
         "stats": dict(stats),
         "seconds": round(elapsed, 3),
+        "seconds_by_phase": {
+            "load": round(load_seconds, 3),
+            "records": round(records_done - start, 3),
+            "write": round(end - records_done, 3),
+        },
         "records_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
     }
     (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -503,8 +513,11 @@ def build(
     ann_files = [Path(p) for p in (ann if isinstance(ann, (list, tuple)) else [ann])]
     image_root = Path(images)
     if kind == "coco":
-        chosen = [p for p in ann_files if not splits or split_from_filename(p) in splits]
-        input_files = chosen
+        input_files = [p for p in ann_files if not splits or split_from_filename(p) in splits]
+        if not input_files:
+            raise ValueError(
+                f"no annotation file is named instances_<split>.json for splits {list(splits or [])}"
+            )
     elif kind in ("refcoco", "grefcoco"):
         if len(ann_files) != 1:
             raise ValueError(f"{kind} takes one annotation file, got {len(ann_files)}")
@@ -528,6 +541,7 @@ def build(
             from datasets import load_from_disk
 
             return BuildResult(load_from_disk(str(out_dir)), Path(out_dir), {**previous, "cache": "reused"})
+    load_start = time.perf_counter()
     if kind == "coco":
         sources = [
             load_coco(
@@ -562,7 +576,8 @@ def build(
                 strict=config.strict,
             )
         ]
-    return write_dataset(sources, out_dir, config, key=key, params=params, splits=None)
+    load_seconds = time.perf_counter() - load_start
+    return write_dataset(sources, out_dir, config, key=key, params=params, load_seconds=load_seconds)
 
 
 def to_llava_json(
