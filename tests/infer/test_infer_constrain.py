@@ -220,3 +220,14 @@ def test_processor_follows_rewound_sequences(tokenizer):
     assert allowed and all(
         tokenizer.decode([t]).startswith(" *") or tokenizer.decode([t]) == " " for t in allowed
     )
+
+
+def test_labels_with_quotes_backslashes_and_unicode(compiler, tokenizer):
+    labels = ["others", 'the "big" cat', "a\\b/c", "café crème", "dog 🐕", "x{1,2}"]
+    fmt = t4s.TEXT4SEG.with_grid((3, 7))
+    compiled = compiler.compile(fmt, labels, sentences=['He said "hi" \\ ok'])
+    grid = random_grid(np.random.default_rng(1), 3, 7, len(labels))
+    grid[0, :6] = np.arange(6)  # every label appears
+    answer = t4s.format_answer('He said "hi" \\ ok', t4s.grid_to_text(grid, labels, fmt), fmt)
+    assert accepts(compiled, tokenizer, answer)
+    assert not accepts(compiled, tokenizer, answer.replace("café", "cafe"))
