@@ -24,6 +24,26 @@ def test_build_synthetic_writes_files_and_three_record_sets(tmp_path, capsys):
         assert sum(len(split) for split in dataset.values()) > 0
         assert json.loads((out / kind / "build_report.json").read_text())["skipped_total"] == 0
     assert "grefcoco:" in capsys.readouterr().out
+    stamp = (out / "source" / "instances.json").stat().st_mtime_ns
+    assert (
+        main(
+            [
+                "build",
+                "synthetic",
+                "--out",
+                str(out),
+                "--num-images",
+                "12",
+                "--image-size",
+                "96",
+                "72",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.count("[reused]") == 3
+    assert (out / "source" / "instances.json").stat().st_mtime_ns == stamp
 
 
 def test_build_refcoco_with_options_then_cache(synth, tmp_path, capsys):

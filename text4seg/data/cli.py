@@ -152,7 +152,13 @@ def run_synthetic(args: argparse.Namespace) -> int:
     from .synthetic import make_synthetic
 
     size = args.image_size[0] if len(args.image_size) == 1 else (args.image_size[0], args.image_size[1])
-    paths = make_synthetic(args.out / "source", num_images=args.num_images, image_size=size, seed=args.seed)
+    paths = make_synthetic(
+        args.out / "source",
+        num_images=args.num_images,
+        image_size=size,
+        seed=args.seed,
+        reuse=not args.no_cache,
+    )
     print(
         f"synthetic: {paths.num_images} images, {paths.num_annotations} annotations, {paths.num_refs} refs, "
         f"{paths.num_grefs} grefs -> {paths.root}"

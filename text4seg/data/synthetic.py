@@ -57,6 +57,9 @@ SIZES: dict[str, tuple[float, float]] = {"small": (0.07, 0.10), "large": (0.15, 
 
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 
+SYNTHETIC_VERSION = 1
+"""Bumped whenever the drawing or file writing changes what a given seed produces."""
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -454,6 +457,7 @@ def make_synthetic(
     *,
     png_every: int = 7,
     jpeg_quality: int = 90,
+    reuse: bool = False,
 ) -> SyntheticPaths:
     """Write a synthetic dataset in the COCO / RefCOCO / gRefCOCO file formats to ``out_dir``.
 
@@ -461,9 +465,26 @@ def make_synthetic(
     or a mapping name -> weight; splits are assigned per image, as RefCOCO does. Every
     ``png_every``-th image is written as PNG, the rest as JPEG. Annotation ids cycle through the
     encodings: five polygons, one uncompressed RLE, one compressed RLE; crowd clusters use
-    uncompressed RLE with ``iscrowd: 1``. The result depends only on the arguments.
+    uncompressed RLE with ``iscrowd: 1``. The result depends only on the arguments, which are
+    recorded in ``synthetic.json``; with ``reuse`` a folder whose manifest matches is returned as is
+    (so a re-run keeps file times, and a record build over it can reuse its cache).
     """
     root = Path(out_dir)
+    size = _as_size(image_size)
+    params = {
+        "version": SYNTHETIC_VERSION,
+        "num_images": num_images,
+        "image_size": list(size),
+        "seed": seed,
+        "splits": dict(splits) if isinstance(splits, Mapping) else list(splits),
+        "png_every": png_every,
+        "jpeg_quality": jpeg_quality,
+    }
+    manifest = root / "synthetic.json"
+    if reuse and manifest.is_file():
+        previous = json.loads(manifest.read_text(encoding="utf-8"))
+        if previous.get("params") == params:
+            return _paths_from_manifest(root, previous)
     image_dir = root / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     split_of = _split_assignment(num_images, splits, seed)
@@ -473,7 +494,7 @@ def make_synthetic(
     refs: list[dict] = []
     grefs: list[dict] = []
     ann_id = ref_id = sent_id = gref_id = gsent_id = 0
-    for i, sample in enumerate(iter_samples(num_images, seed=seed, image_size=image_size)):
+    for i, sample in enumerate(iter_samples(num_images, seed=seed, image_size=size)):
         image_id = i + 1
         suffix = ".png" if png_every and i % png_every == png_every - 1 else ".jpg"
         file_name = f"synth_{image_id:06d}{suffix}"
@@ -572,15 +593,22 @@ def make_synthetic(
         pickle.dump(refs, handle, protocol=2)
     grefs_path = root / "grefs(unc).json"
     grefs_path.write_text(json.dumps(grefs), encoding="utf-8")
+    counts = {"num_annotations": len(annotations), "num_refs": len(refs), "num_grefs": len(grefs)}
+    record = {"params": params, "splits_written": list(by_split), **counts}
+    manifest.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return _paths_from_manifest(root, record)
+
+
+def _paths_from_manifest(root: Path, manifest: dict) -> SyntheticPaths:
     return SyntheticPaths(
         root=root,
-        images=image_dir,
-        instances=instances,
-        instances_by_split=by_split,
-        refs=refs_path,
-        grefs=grefs_path,
-        num_images=num_images,
-        num_annotations=len(annotations),
-        num_refs=len(refs),
-        num_grefs=len(grefs),
+        images=root / "images",
+        instances=root / "instances.json",
+        instances_by_split={split: root / f"instances_{split}.json" for split in manifest["splits_written"]},
+        refs=root / "refs(unc).p",
+        grefs=root / "grefs(unc).json",
+        num_images=manifest["params"]["num_images"],
+        num_annotations=manifest["num_annotations"],
+        num_refs=manifest["num_refs"],
+        num_grefs=manifest["num_grefs"],
     )
