@@ -338,6 +338,7 @@ class DescriptorLogitsProcessor(LogitsProcessor):
         self.tokens: list[list[int]] = [[] for _ in grammars]
         self.done = [False] * len(grammars)
         self.ahead = [0] * len(grammars)  # tokens consumed by `advance` that input_ids does not hold yet
+        self.only_rows: set[int] | None = None  # when set, rows outside it are left unmasked (jump-forward)
         self.stats = ConstraintStats(per_row_forced=[0] * len(grammars))
 
     # -- following the sequences
@@ -434,8 +435,15 @@ class DescriptorLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.sync(input_ids)
-        allowed = self.allowed(vocab_size=scores.shape[-1]).to(scores.device)
-        return scores.masked_fill(~allowed, float("-inf"))
+        if self.only_rows is None:
+            allowed = self.allowed(vocab_size=scores.shape[-1]).to(scores.device)
+            return scores.masked_fill(~allowed, float("-inf"))
+        rows = sorted(self.only_rows)
+        out = scores.clone()
+        if rows:
+            allowed = self.allowed(rows, vocab_size=scores.shape[-1]).to(scores.device)
+            out[rows] = scores[rows].masked_fill(~allowed, float("-inf"))
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,7 +498,11 @@ def jump_forward_generate(
         need = [i for i in range(batch) if unfinished[i] and not pending[i]]
         if need:
             logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32, device=input_ids.device)
-            scores = logits_processor(input_ids, logits)
+            grammar.only_rows = set(need)  # rows still holding known tokens need no mask this step
+            try:
+                scores = logits_processor(input_ids, logits)
+            finally:
+                grammar.only_rows = None
             if do_sample:
                 chosen = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
             else:
