@@ -185,3 +185,18 @@ def test_lr_schedule_warmup_then_cosine():
     assert values[0] < values[1] < values[2] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(values[2:], values[3:], strict=False))
     assert f(10) == pytest.approx(0.1)
+
+
+def test_lr_schedule_by_wall_clock():
+    from text4seg.train import ConfigError
+
+    cfg = config_from_dict({"optim": {"schedule_by": "time"}, "loop": {"max_minutes": 5}})
+    spent = [0.0]
+    f = lr_lambda(cfg, 10**6, lambda: spent[0])
+    assert f(5) == pytest.approx(1.0)
+    spent[0] = 0.5
+    assert f(5) == pytest.approx(0.5)
+    spent[0] = 2.0
+    assert f(5) == pytest.approx(0.0)
+    with pytest.raises(ConfigError, match="max_minutes"):
+        config_from_dict({"optim": {"schedule_by": "time"}})

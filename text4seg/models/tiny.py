@@ -329,7 +329,22 @@ def _llama_text(tok, hidden: int, layers: int, heads: int) -> dict[str, Any]:
     )
 
 
-def build_tiny(
+def build_tiny(arch: str, *, seed: int = 0, **kwargs: Any):
+    """Build a random-initialised `(model, processor)` of architecture `arch` (one of `ARCHS`).
+
+    Keywords are those of `tiny_config_and_processor`. Deterministic for a given `seed`.
+    """
+    import torch
+    import transformers as tf
+
+    config, processor = tiny_config_and_processor(arch, **kwargs)
+    torch.manual_seed(seed)
+    model = tf.AutoModelForImageTextToText.from_config(config)
+    model.eval()
+    return model, processor
+
+
+def tiny_config_and_processor(
     arch: str,
     *,
     image_size: int = 32,
@@ -340,17 +355,16 @@ def build_tiny(
     vision_hidden_size: int = 32,
     vision_layers: int = 2,
     vocab_size: int = 640,
-    seed: int = 0,
     text_config: dict[str, Any] | None = None,
     vision_config: dict[str, Any] | None = None,
     **overrides: Any,
 ):
-    """Build a random-initialised `(model, processor)` of architecture `arch` (one of `ARCHS`).
+    """The model config and the processor of a tiny `arch` model (no weights: build them with `from_config`).
 
     `image_size` must be a multiple of `2 * patch_size`. `text_config` / `vision_config` entries and any
-    other keyword (top-level config fields) override the tiny defaults. Deterministic for a given `seed`.
+    other keyword (top-level config fields) override the tiny defaults; sizes can be raised to real ones
+    (bench/gpu_train.py builds a Qwen2.5-VL-3B shape this way).
     """
-    import torch
     import transformers as tf
 
     family = _family(arch)
@@ -617,10 +631,7 @@ def build_tiny(
             chat_template=tok.chat_template,
         )
 
-    torch.manual_seed(seed)
-    model = tf.AutoModelForImageTextToText.from_config(config)
-    model.eval()
-    return model, processor
+    return config, processor
 
 
 def count_parameters(model) -> int:

@@ -78,6 +78,9 @@ class OptimConfig:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
     min_lr_ratio: float = 0.0
+    schedule_by: str = (
+        "steps"  # "steps" | "time": decay over loop.max_minutes of wall clock (not resumable exactly)
+    )
 
 
 @dataclass
@@ -143,6 +146,11 @@ class TrainConfig:
             (self.optim.lr > 0, "optim.lr must be > 0"),
             (0 <= self.optim.warmup_ratio < 1, "optim.warmup_ratio must be in [0, 1)"),
             (len(self.optim.betas) == 2, "optim.betas must have two values"),
+            (self.optim.schedule_by in ("steps", "time"), "optim.schedule_by must be 'steps' or 'time'"),
+            (
+                self.optim.schedule_by == "steps" or self.loop.max_minutes is not None,
+                "optim.schedule_by=time needs loop.max_minutes",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -184,8 +184,14 @@ def build_optimizer(groups: dict[str, list[Any]], config: TrainConfig) -> Any:
     return torch.optim.AdamW(param_groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
 
-def lr_lambda(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the base learning rate at optimizer step `s` (warmup, then cosine/linear/constant)."""
+def lr_lambda(
+    config: TrainConfig, total_steps: int, time_fraction: Callable[[], float] | None = None
+) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at optimizer step `s` (warmup, then cosine/linear/constant).
+
+    With `time_fraction` (schedule by wall clock), the decay follows the spent fraction of `loop.max_minutes`
+    instead of the step count; warmup still counts steps.
+    """
     o = config.optim
     warmup = o.warmup_steps or int(o.warmup_ratio * total_steps)
 
@@ -194,7 +200,10 @@ def lr_lambda(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
             return (step + 1) / (warmup + 1)
         if o.scheduler == "constant":
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if time_fraction is not None:
+            progress = min(1.0, max(0.0, time_fraction()))
+        else:
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         shape = 0.5 * (1 + math.cos(math.pi * progress)) if o.scheduler == "cosine" else 1 - progress
         return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
 
@@ -404,7 +413,16 @@ class _Trainer:
         per_process_batches = math.ceil(len(train_ds) / loop.batch_size / acc.num_processes)
         steps_per_epoch = max(1, per_process_batches // loop.grad_accum)
         total_steps = loop.max_steps or max(1, math.ceil(steps_per_epoch * loop.epochs))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+        time_fraction = None
+        if cfg.optim.schedule_by == "time":
+            if loop.max_minutes is None:
+                raise ValueError("optim.schedule_by=time needs loop.max_minutes")
+            budget = loop.max_minutes * 60
+
+            def time_fraction() -> float:
+                return (time.monotonic() - started) / budget
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, time_fraction))
         _trainable_state_hook(
             acc,
             cfg.finetune.method == "lora" and acc.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU"),
