@@ -111,10 +111,11 @@ def test_full_finetune_and_projector_switch(records, tmp_path):
     assert any(not torch.equal(trained[n], v) for n, v in proj2.items())
 
 
-def test_kill_and_resume_matches_uninterrupted_run(records, tmp_path):
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_kill_and_resume_matches_uninterrupted_run(method, records, tmp_path):
     common = {
         "model": {"name_or_path": "tiny:qwen2_5_vl"},
-        "finetune": {"lora_dropout": 0.1},
+        "finetune": {"lora_dropout": 0.1, "method": method},
         "data": {"shuffle": True},
         "optim": {"lr": 1e-2, "scheduler": "cosine", "warmup_steps": 1},
         "loop": {"batch_size": 2, "max_steps": 5, "save_every": 2},
@@ -200,3 +201,11 @@ def test_lr_schedule_by_wall_clock():
     assert f(5) == pytest.approx(0.0)
     with pytest.raises(ConfigError, match="max_minutes"):
         config_from_dict({"optim": {"schedule_by": "time"}})
+
+
+def test_runs_with_other_mixed_precision_in_one_process(records, tmp_path):
+    first = train(_config(tmp_path / "a", model={"name_or_path": "tiny:llava"}), train_dataset=records[:2])
+    cfg = _config(tmp_path / "b", model={"name_or_path": "tiny:llava"}, loop={"mixed_precision": "bf16"})
+    second = train(cfg, train_dataset=records[:2])  # autocast to bf16 on the CPU
+    assert second.losses[0] == pytest.approx(first.losses[0], rel=1e-2)
+    assert second.losses[1] < second.losses[0]

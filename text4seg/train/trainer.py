@@ -343,7 +343,7 @@ class _Trainer:
     def run(self, model: Any, processor: Any, train_ds: Any, eval_ds: Any) -> TrainResult:
         import torch
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
@@ -354,7 +354,11 @@ class _Trainer:
         cfg = self.config
         loop = cfg.loop
         started = time.monotonic()
+        _fresh_single_process_state()
+        # A trained vision tower may hold layers the model never reads (e.g. LLaVA's last CLIP layer).
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.finetune.train_vision)
         acc = Accelerator(
+            kwargs_handlers=[ddp],
             mixed_precision=loop.mixed_precision,
             gradient_accumulation_steps=loop.grad_accum,
             log_with=cfg.output.report_to or None,
@@ -591,6 +595,21 @@ class _Trainer:
                 processor.save_pretrained(merged_dir)
         acc.wait_for_everyone()
         return final, merged_dir
+
+
+def _fresh_single_process_state() -> None:
+    """Forget Accelerate's process-wide state between runs of one single-process program.
+
+    Accelerate keeps mixed precision etc. in a singleton, so a second `train()` in the same Python process
+    with another `loop.mixed_precision` would fail. Under a launcher (WORLD_SIZE > 1) nothing is reset.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    from accelerate.state import AcceleratorState, GradientState
+
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
 
 
 def _loadable(name: str) -> bool:
