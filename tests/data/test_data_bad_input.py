@@ -154,3 +154,12 @@ def test_grefs_json_with_undecodable_bytes(corrupt_copy):
     source = load_grefcoco(paths.grefs, paths.images)
     assert [issue.reason for issue in source.issues] == ["non_utf8_sentence"]
     assert source.specs and all(spec.expression.encode("utf-8") for spec in source.specs)
+
+
+def test_strict_rerun_does_not_hide_problems_behind_the_cache(corrupt_copy, build_kind, tmp_path):
+    damage = Damage(corrupt_copy())
+    damage.apply("empty_mask")
+    damage.save()
+    assert _build_refcoco(build_kind, damage.paths, tmp_path / "out").report["skipped_total"] > 0
+    with pytest.raises(DataError, match="empty_mask"):
+        _build_refcoco(build_kind, damage.paths, tmp_path / "out", strict=True)

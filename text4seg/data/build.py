@@ -537,7 +537,8 @@ def build(
     key = fingerprint(kind, input_files, image_root, params, config)
     if reuse_cache:
         previous = read_report(out_dir)
-        if previous is not None and previous.get("fingerprint") == key:
+        clean = not (config.strict and previous and previous.get("skipped_total"))
+        if previous is not None and previous.get("fingerprint") == key and clean:
             from datasets import load_from_disk
 
             return BuildResult(load_from_disk(str(out_dir)), Path(out_dir), {**previous, "cache": "reused"})
