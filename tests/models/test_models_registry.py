@@ -54,3 +54,49 @@ def test_parts_end_of_turn_and_prompt(arch):
     prompt = registry.render_prompt(processor, "Segment it.")
     assert "Segment it." in prompt
     assert registry.answer_token_type(model) == (1 if arch == "paligemma" else 0)
+
+
+def test_parts_of_a_nested_legacy_layout():
+    """language_model.model.embed_tokens (decoder one level deeper) still yields the right three parts."""
+    import re
+
+    from torch import nn
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed_tokens = nn.Embedding(10, 8)
+            self.layers = nn.ModuleList(
+                [nn.ModuleDict({"q_proj": nn.Linear(8, 8), "up_proj": nn.Linear(8, 16)})]
+            )
+
+    class CausalLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = Decoder()
+            self.lm_head = nn.Linear(8, 10)
+
+    class VLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision_tower = nn.Sequential(nn.Linear(4, 6))
+            self.mm_projector = nn.Linear(6, 8)
+            self.language_model = CausalLM()
+
+        def get_input_embeddings(self):
+            return self.language_model.model.embed_tokens
+
+        def get_output_embeddings(self):
+            return self.language_model.lm_head
+
+    model = VLM()
+    parts = registry.find_parts(model)
+    assert parts.language_model == "language_model"
+    assert parts.vision_tower == ["vision_tower"] and parts.projector == ["mm_projector"]
+    assert parts.lm_head == "language_model.lm_head"
+    pattern = re.compile(parts.lora_target_regex(model))
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert sorted(n for n in linears if pattern.fullmatch(n)) == [
+        "language_model.model.layers.0.q_proj",
+        "language_model.model.layers.0.up_proj",
+    ]

@@ -147,8 +147,9 @@ class ModelParts:
             {
                 name.rsplit(".", 1)[-1]
                 for name, mod in model.named_modules()
-                if isinstance(mod, torch.nn.Linear) and name.startswith(prefix)
+                if isinstance(mod, torch.nn.Linear) and name.startswith(prefix) and name != self.lm_head
             }
+            - ({self.lm_head.rsplit(".", 1)[-1]} if self.lm_head else set())
         )
         if not leaves:
             raise ValueError(f"no Linear layers under the language model {self.language_model!r}")
@@ -185,20 +186,27 @@ def find_parts(model: Any) -> ModelParts:
         raise ValueError(
             f"cannot find the language model of {type(model).__name__}: no module owns the embeddings"
         )
-    parent = lm_name.rsplit(".", 1)[0] if "." in lm_name else ""
-    siblings = [f"{parent}.{n}" if parent else n for n, _ in names[parent].named_children()]
     lm_head = None
     out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     for name, mod in names.items():
         if out_emb is not None and mod is out_emb:
             lm_head = name
+
+    def siblings_of(name: str) -> list[str]:
+        parent = name.rsplit(".", 1)[0] if "." in name else ""
+        out = [f"{parent}.{n}" if parent else n for n, _ in names[parent].named_children()]
+        return [x for x in out if x not in (name, lm_head) and any(True for _ in names[x].parameters())]
+
+    # Older layouts nest the decoder one level deeper (language_model.model.embed_tokens): climb until the
+    # language model has siblings (the vision side).
+    while "." in lm_name and not siblings_of(lm_name):
+        lm_name = lm_name.rsplit(".", 1)[0]
+    siblings = siblings_of(lm_name)
     text_hidden = int(embeddings.embedding_dim)
 
     vision, projector = [], []
     for sib in siblings:
         mod = names[sib]
-        if sib == lm_name or not any(True for _ in mod.parameters()):
-            continue
         leaf = sib.rsplit(".", 1)[-1]
         is_tower = hasattr(mod, "config") or any(h in leaf for h in _VISION_HINTS)
         if is_tower and not any(h in leaf for h in _PROJECTOR_HINTS):
