@@ -231,3 +231,21 @@ def test_labels_with_quotes_backslashes_and_unicode(compiler, tokenizer):
     answer = t4s.format_answer('He said "hi" \\ ok', t4s.grid_to_text(grid, labels, fmt), fmt)
     assert accepts(compiled, tokenizer, answer)
     assert not accepts(compiled, tokenizer, answer.replace("café", "cafe"))
+
+
+def test_jump_forward_respects_max_new_tokens(text_model, tokenizer):
+    compiled = compiler_for(tokenizer, text_model.config.vocab_size).compile(
+        t4s.TEXT4SEG.with_grid(8), ["others", "cat"], sentences=()
+    )
+    tokenizer.padding_side = "left"
+    enc = tokenizer(["Segment the cat"], return_tensors="pt")
+    for limit in (1, 2, 7):
+        out = text_model.generate(
+            **enc,
+            logits_processor=LogitsProcessorList([DescriptorLogitsProcessor([compiled])]),
+            max_new_tokens=limit,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            custom_generate=jump_forward_generate,
+        )
+        assert out.shape[1] - enc.input_ids.shape[1] == limit
