@@ -181,8 +181,9 @@ def main() -> None:
     lines += [
         "",
         "coco = three tasks per image (category masks, numbered instances, semantic questions: all / subset / "
-        "with absent classes). `num_proc` parallelises the records phase (mask decoding, grids, text); loading "
-        "and save_to_disk (which embeds every record's image bytes) run in one process. A speed-up from 2 "
+        "with absent classes). `num_proc` parallelises the records phase (mask decoding, grids, text; the "
+        "conversion to Arrow in chunks stays in the main process); loading and save_to_disk (which embeds every "
+        "record's image bytes) run in one process. A speed-up from 2 "
         "processes needs 2 free cores, which this shared machine did not have (see the load average).",
         "",
         f"### Answer length in tokens (held-out val+test answers, random sample of n = {len(held_out)})",
