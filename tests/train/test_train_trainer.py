@@ -111,30 +111,33 @@ def test_full_finetune_and_projector_switch(records, tmp_path):
     assert any(not torch.equal(trained[n], v) for n, v in proj2.items())
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_kill_and_resume_matches_uninterrupted_run(method, records, tmp_path):
+@pytest.mark.parametrize(
+    ("method", "save_every"),
+    [("lora", 2), ("full", 3)],  # checkpoint mid-epoch / at the end of an epoch (3 batches per epoch)
+)
+def test_kill_and_resume_matches_uninterrupted_run(method, save_every, records, tmp_path):
     common = {
         "model": {"name_or_path": "tiny:qwen2_5_vl"},
         "finetune": {"lora_dropout": 0.1, "method": method},
         "data": {"shuffle": True},
         "optim": {"lr": 1e-2, "scheduler": "cosine", "warmup_steps": 1},
-        "loop": {"batch_size": 2, "max_steps": 5, "save_every": 2},
+        "loop": {"batch_size": 2, "max_steps": 5, "save_every": save_every},
     }
     full = train(_config(tmp_path / "full", **common), train_dataset=records)
 
     class Killed(RuntimeError):
         pass
 
-    def kill_at_3(record):
-        if record["step"] == 3:
+    def kill_after_checkpoint(record):
+        if record["step"] == save_every + 1:
             raise Killed
 
     run_dir = tmp_path / "killed"
     cfg = _config(run_dir, **common)
     with pytest.raises(Killed):
-        train(cfg, train_dataset=records, callbacks=[kill_at_3])
+        train(cfg, train_dataset=records, callbacks=[kill_after_checkpoint])
     ckpts = complete_checkpoints(run_dir / "run")
-    assert [p.name for p in ckpts] == ["checkpoint-2"]
+    assert [p.name for p in ckpts] == [f"checkpoint-{save_every}"]
     # leftovers of a kill during a later save must be ignored
     (run_dir / "run" / "checkpoints" / ".tmp-checkpoint-4").mkdir()
     (run_dir / "run" / "checkpoints" / "checkpoint-5").mkdir()
@@ -143,7 +146,7 @@ def test_kill_and_resume_matches_uninterrupted_run(method, records, tmp_path):
     assert resumed.steps == 5
     assert resumed.losses == pytest.approx(full.losses, rel=1e-5, abs=1e-6)
     logged = [json.loads(x) for x in (run_dir / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in logged if "loss" in x][-3:] == [3, 4, 5]
+    assert [x["step"] for x in logged if "loss" in x][-(5 - save_every) :] == list(range(save_every + 1, 6))
 
 
 def test_time_budget_stops_and_saves(records, tmp_path):
@@ -209,3 +212,54 @@ def test_runs_with_other_mixed_precision_in_one_process(records, tmp_path):
     second = train(cfg, train_dataset=records[:2])  # autocast to bf16 on the CPU
     assert second.losses[0] == pytest.approx(first.losses[0], rel=1e-2)
     assert second.losses[1] < second.losses[0]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches(records, tmp_path):
+    """A real SIGKILL (no clean-up at all) while checkpoints are being written; resume continues exactly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    common = {
+        "model": {"name_or_path": "tiny:qwen2_5_vl"},
+        "finetune": {"lora_dropout": 0.1},
+        "data": {"shuffle": True},
+        "optim": {"lr": 1e-2, "scheduler": "cosine", "warmup_steps": 1},
+        "loop": {"batch_size": 2, "max_steps": 8, "save_every": 1},
+    }
+    run = tmp_path / "killed"
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from train_records import make_records\n"
+        "from text4seg.train import config_from_dict, train\n"
+        f"cfg = config_from_dict({common!r}, ['output.dir={run / 'run'}'])\n"
+        "train(cfg, train_dataset=make_records(6), callbacks=[lambda r: time.sleep(0.3)])\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen(
+        [sys.executable, str(driver)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 90
+
+    def latest() -> int:
+        done = complete_checkpoints(run / "run")
+        return int(done[-1].name.split("-")[1]) if done else 0
+
+    while latest() < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = complete_checkpoints(run / "run")
+    assert 3 <= latest() < 8, "the run was not killed mid-way"
+
+    torch.set_num_threads(1)
+    full = train(_config(tmp_path / "full", **common), train_dataset=records)
+    resumed = train(_config(run, **common), train_dataset=records)
+    assert resumed.resumed_from == done[-1]
+    assert resumed.losses == pytest.approx(full.losses, rel=1e-4, abs=1e-5)

@@ -469,6 +469,8 @@ class _Trainer:
         while stop is None:
             sampler.set_epoch(state["epoch"])
             loader = train_loader
+            whole_epoch = state["batches_in_epoch"] == 0
+            useful = 0
             if state["batches_in_epoch"]:
                 loader = acc.skip_first_batches(train_loader, state["batches_in_epoch"])
             if hasattr(loader, "set_epoch"):
@@ -482,6 +484,7 @@ class _Trainer:
                     state["skipped"].extend(skipped)
                     self.log({"step": state["step"], "skipped": skipped})
                 empty = "input_ids" not in batch
+                useful += not empty
                 if empty and last_batch is None:
                     continue
                 with acc.accumulate(model):
@@ -537,7 +540,7 @@ class _Trainer:
                 if stop:
                     break
             else:
-                if last_batch is None:
+                if whole_epoch and not useful:
                     raise ValueError(
                         f"every training record was skipped as longer than data.max_length={cfg.data.max_length} "
                         f"tokens (e.g. {', '.join(state['skipped'][:3])}); raise data.max_length"
