@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from datasets import Image, List, load_from_disk
 
 import text4seg as t4s
 from text4seg.data.build import REPORT_NAME, BuildConfig, to_llava_json
+from text4seg.data.safe_pickle import load_pickle
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -143,3 +145,20 @@ def test_images_embedded_by_default_or_stored_as_paths(built, synth, build_kind,
 def test_coco_split_filter_must_match_a_file(synth, build_kind, tmp_path):
     with pytest.raises(ValueError, match="instances_<split>.json"):
         build_kind("coco", synth, tmp_path / "c", splits=["nosuchsplit"])
+
+
+@pytest.mark.parametrize("kwargs", [{"method": "bilinear"}, {"grid": 0}, {"num_proc": 0}])
+def test_config_is_checked_up_front(kwargs):
+    with pytest.raises(ValueError):
+        BuildConfig(**kwargs)
+
+
+def test_expression_that_cannot_be_a_label_is_reported(corrupt_copy, build_kind, tmp_path):
+    paths = corrupt_copy()
+    refs = load_pickle(paths.refs)
+    refs[0]["sentences"][0]["sent"] = "others"
+    paths.refs.write_bytes(pickle.dumps(refs, protocol=2))
+    result = build_kind("refcoco", paths, tmp_path / "out")
+    reasons = {(i["id"], i["reason"]) for i in result.report["skipped"]}
+    sent_id = refs[0]["sentences"][0]["sent_id"]
+    assert (f"refcoco/{refs[0]['split']}/ref{refs[0]['ref_id']}/sent{sent_id}", "bad_label") in reasons

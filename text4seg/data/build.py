@@ -38,7 +38,8 @@ from text4seg.codec import (
     label_map_to_grid,
     mask_to_grid,
 )
-from text4seg.codec.grid import mask_to_box
+from text4seg.codec.grid import DOWN_METHODS, mask_to_box
+from text4seg.codec.rle import check_labels
 
 from . import templates
 from .masks import BadAnnotation, decode_segmentation, encode_counts
@@ -69,6 +70,13 @@ class BuildConfig:
     strict: bool = False
     image_paths: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in DOWN_METHODS:
+            raise ValueError(f"unknown downsampling method {self.method!r}; use one of {DOWN_METHODS}")
+        if self.num_proc < 1:
+            raise ValueError(f"num_proc must be >= 1, got {self.num_proc}")
+        self.fmt  # noqa: B018  (validates the grid size now rather than in a worker)
 
     @property
     def fmt(self) -> DescriptorFormat:
@@ -290,11 +298,13 @@ def build_image(job: _Job) -> tuple[list[dict], list[Issue], Counter]:
             log.add(spec.id, err.reason, f"annotation {bad[0]}: {err.detail}", job.ann_file)
             continue
         try:
-            if spec.target_anns not in shapes:
-                shapes[spec.target_anns] = _geometry(job, spec.target_anns, masks)
-            records.append(_record(job, spec, shapes[spec.target_anns], stats))
+            check_labels([job.fmt.background, *spec.targets], job.fmt)
         except ValueError as err:
             log.add(spec.id, "bad_label", str(err), job.ann_file)
+            continue
+        if spec.target_anns not in shapes:
+            shapes[spec.target_anns] = _geometry(job, spec.target_anns, masks)
+        records.append(_record(job, spec, shapes[spec.target_anns], stats))
     return records, log.items, stats
 
 
