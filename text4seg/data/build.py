@@ -204,7 +204,7 @@ def _geometry(job: _Job, target_anns: tuple[tuple[int, ...], ...], masks: dict[i
     height, width = job.image.height, job.image.width
     unions = []
     for anns in target_anns:
-        union = np.zeros((height, width), dtype=bool)
+        union = np.zeros((height, width), dtype=bool, order="F")
         for ann_id in anns:
             union |= masks[ann_id]
         unions.append(union)
@@ -212,12 +212,14 @@ def _geometry(job: _Job, target_anns: tuple[tuple[int, ...], ...], masks: dict[i
         label_masks = unions
         grid = mask_to_grid(unions[0], job.fmt.grid, job.method).astype(np.int32)
     else:
-        label_map = np.zeros((height, width), dtype=np.int32)
+        label_map = np.zeros((height, width), dtype=np.int32, order="F")
         for k in sorted(range(len(unions)), key=lambda k: -int(unions[k].sum())):
             label_map[unions[k]] = k + 1
         label_masks = [label_map == k + 1 for k in range(len(unions))]
         grid = label_map_to_grid(label_map, job.fmt.grid, job.method)
-    foreground = np.logical_or.reduce(label_masks) if label_masks else np.zeros((height, width), bool)
+    foreground = (
+        np.logical_or.reduce(label_masks) if label_masks else np.zeros((height, width), bool, order="F")
+    )
     box = mask_to_box(foreground)
     return _Geometry(
         grid=grid,

@@ -129,5 +129,6 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
 
 def encode_counts(mask: np.ndarray) -> str:
     """COCO compressed-RLE ``counts`` string of a bool mask (decode with size [H, W])."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    mask = np.asfortranarray(mask)  # no copy for the column-major masks pycocotools decodes
+    rle = mask_utils.encode(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8, order="F"))
     return rle["counts"].decode("ascii")

@@ -57,7 +57,7 @@ SIZES: dict[str, tuple[float, float]] = {"small": (0.07, 0.10), "large": (0.15, 
 
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 """Bumped whenever the drawing or file writing changes what a given seed produces."""
 
 
@@ -382,8 +382,10 @@ def generate_sample(
         fill = np.asarray(COLORS[shape.color], dtype=np.float32) + rng.uniform(-12, 12, size=3)
         canvas[shape.mask] = fill
     sigma = rng.uniform(3, 9)
-    noise = rng.integers(0, 256, size=(2, *canvas.shape), dtype=np.uint8)  # two uniforms: triangular noise
-    canvas += (noise[0].astype(np.float32) + noise[1] - np.float32(255)) * np.float32(sigma / 104.5)
+    noise = rng.integers(0, 256, size=(2, height, width), dtype=np.uint8)  # two uniforms: triangular noise
+    canvas += ((noise[0].astype(np.float32) + noise[1] - np.float32(255)) * np.float32(sigma / 104.5))[
+        ..., None
+    ]
     image = np.clip(canvas, 0, 255, out=canvas).astype(np.uint8)
     expressions = _single_expressions(shapes, rng) + _group_expressions(shapes, rng)
     return SyntheticSample(image=image, shapes=shapes, expressions=expressions)
