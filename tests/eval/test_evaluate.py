@@ -7,7 +7,7 @@ import json
 import datasets
 import numpy as np
 import pytest
-from conftest import OracleSegmenter, make_records
+from eval_records import OracleSegmenter, make_records
 
 from text4seg.eval.evaluate import EvalDataError, evaluate, load_split
 from text4seg.eval.metrics import mask_iou

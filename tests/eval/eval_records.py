@@ -1,0 +1,168 @@
+"""Test helpers: ground-truth records in the RECORDS.md schema (from the synthetic shapes) and oracle segmenters.
+
+A uniquely named module (not conftest) so that test files can import it beside other areas' conftests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+from PIL import Image
+
+import text4seg as t4s
+from text4seg.data import iter_samples
+from text4seg.data.masks import encode_counts
+
+FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "images": [datasets.Image()],
+        "messages": [
+            {
+                "role": datasets.Value("string"),
+                "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
+            }
+        ],
+        "task": datasets.Value("string"),
+        "expression": datasets.Value("string"),
+        "labels": [datasets.Value("string")],
+        "grid": [datasets.Value("int64")],
+        "width": datasets.Value("int64"),
+        "height": datasets.Value("int64"),
+        "masks": [datasets.Value("string")],
+        "box": [datasets.Value("float64")],
+        "source": {
+            "dataset": datasets.Value("string"),
+            "split": datasets.Value("string"),
+            "image_id": datasets.Value("int64"),
+            "ann_ids": [datasets.Value("int64")],
+            "ref_id": datasets.Value("int64"),
+            "sent_id": datasets.Value("int64"),
+            "file_name": datasets.Value("string"),
+        },
+    }
+)
+
+
+def _record(rid, image, task, expression, labels, masks, dataset, image_id):
+    union = np.zeros(image.shape[:2], dtype=bool)
+    for m in masks:
+        union |= m
+    box = t4s.mask_to_box(union)
+    grid_text = t4s.encode_label_map(
+        sum((k + 1) * m.astype(np.int32) for k, m in enumerate(masks)) if masks else union.astype(np.int32),
+        labels,
+    )
+    return {
+        "id": rid,
+        "images": [Image.fromarray(image)],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "text": None},
+                    {"type": "text", "text": f"Segment {expression}."},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [{"type": "text", "text": t4s.format_answer("Here it is.", grid_text)}],
+            },
+        ],
+        "task": task,
+        "expression": expression,
+        "labels": labels,
+        "grid": [16, 16],
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "masks": [encode_counts(m) for m in masks],
+        "box": [float(v) for v in box] if box is not None else [],
+        "source": {
+            "dataset": dataset,
+            "split": "val",
+            "image_id": image_id,
+            "ann_ids": [],
+            "ref_id": -1,
+            "sent_id": -1,
+            "file_name": f"{image_id}.png",
+        },
+    }
+
+
+def make_records(n_images: int = 3, size: int = 48, semantic: bool = True, seed: int = 0) -> datasets.Dataset:
+    """Refer records (single, multi and no-target: dataset `grefcoco`) and, optionally, semantic ones."""
+    rows = []
+    for i, sample in enumerate(iter_samples(n_images, seed=seed, image_size=size)):
+        for j, expr in enumerate(sample.expressions):
+            mask = sample.mask(expr)
+            labels = ["others", expr.sentences[0]]
+            rows.append(
+                _record(
+                    f"syn/{i}/{j}", sample.image, "refer", expr.sentences[0], labels, [mask], "grefcoco", i
+                )
+            )
+        if semantic:
+            kinds = sorted({s.kind for s in sample.shapes})
+            masks = [np.logical_or.reduce([s.mask for s in sample.shapes if s.kind == k]) for k in kinds]
+            rows.append(
+                _record(
+                    f"syn/{i}/sem",
+                    sample.image,
+                    "semantic",
+                    ", ".join(kinds),
+                    ["others", *kinds],
+                    masks,
+                    "shapes",
+                    i,
+                )
+            )
+    return datasets.Dataset.from_list(rows, features=FEATURES)
+
+
+@dataclass
+class FakeResult:
+    mask: np.ndarray
+    label_map: np.ndarray
+    grid: np.ndarray
+    labels: list
+    text: str = ""
+    repairs: tuple = ()
+
+
+class OracleSegmenter:
+    """Answers from the ground truth: exactly (`grid=None`) or through a g×g grid (a coarse but honest answer)."""
+
+    def __init__(self, dataset, grid: int | None = None, empty: bool = False):
+        self.grid = grid
+        self.empty = empty
+        self.truth = {}
+        for record in dataset:
+            self.truth[self._key(record["images"][0].convert("RGB"), _query(record))] = record
+        self.calls = 0
+
+    @staticmethod
+    def _key(image, query):
+        return (image.tobytes(), tuple(query) if isinstance(query, list) else query)
+
+    def segment(self, image, query):
+        from text4seg.eval.evaluate import ground_truth
+
+        self.calls += 1
+        record = self.truth[self._key(image, query)]
+        truth = ground_truth(record)
+        label_map = np.zeros(truth.mask.shape, dtype=np.int32)
+        for k, m in enumerate(truth.masks):
+            label_map[m] = k + 1
+        if self.empty:
+            label_map[:] = 0
+        grid = t4s.label_map_to_grid(label_map, self.grid or 16)
+        if self.grid is not None:
+            label_map = t4s.grid_to_mask(grid, truth.mask.shape, method="nearest")
+            label_map = label_map.astype(np.int32)
+        return FakeResult(label_map > 0, label_map, grid, list(record["labels"]))
+
+
+def _query(record):
+    return list(record["labels"][1:]) if record["task"] == "semantic" else record["expression"]
