@@ -54,7 +54,7 @@ def require_engine() -> Any:
         import llguidance.hf
     except ImportError as err:
         raise ImportError(
-            "grammar-constrained decoding needs llguidance: pip install 'text4seg[constrained]' "
+            "grammar-constrained decoding needs llguidance: pip install llguidance "
             "(or pass constrained=False / --no-constrained)"
         ) from err
     return llguidance
