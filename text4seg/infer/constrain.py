@@ -48,7 +48,7 @@ class ConstraintError(RuntimeError):
 
 
 def require_engine() -> Any:
-    """The llguidance module, or an ImportError saying how to install it (it is an optional extra)."""
+    """The llguidance module, or an ImportError saying how to install it (a broken or stripped install)."""
     try:
         import llguidance
         import llguidance.hf
