@@ -87,3 +87,23 @@ def test_load_split_and_bad_records(tmp_path):
     broken = data.map(lambda r: {"masks": ["not an rle"]}, load_from_cache_file=False)
     with pytest.raises(EvalDataError, match="syn/0/0"):
         evaluate(OracleSegmenter(data), broken, progress=False)
+
+
+def test_records_built_with_image_paths_score_like_embedded_images(records, tmp_path):
+    paths = []
+    for i, record in enumerate(records):
+        path = tmp_path / f"{i}.png"
+        record["images"][0].convert("RGB").save(path)
+        paths.append([str(path)])
+    by_path = records.remove_columns("images").add_column("images", paths)
+    embedded = evaluate(OracleSegmenter(records, grid=6), records, progress=False)
+    from_paths = evaluate(OracleSegmenter(records, grid=6), by_path, progress=False)
+    assert from_paths.metrics == embedded.metrics
+
+
+def test_unreadable_image_path_names_the_record(records, tmp_path):
+    broken = (
+        records.select([0]).remove_columns("images").add_column("images", [[str(tmp_path / "missing.png")]])
+    )
+    with pytest.raises(EvalDataError, match="cannot read image"):
+        evaluate(OracleSegmenter(records), broken, progress=False)

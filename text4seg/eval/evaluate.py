@@ -407,11 +407,25 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
+def _record_image(value: Any, record_id: Any) -> Image.Image:
+    """The record's image as RGB: a decoded `datasets.Image`, or a path string (builds made with
+    `--image-paths`). Pixels are taken as stored, the orientation the annotations were drawn on."""
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, str):
+        try:
+            with Image.open(value) as opened:
+                return opened.convert("RGB")
+        except OSError as err:
+            raise EvalDataError(f"record {record_id}: cannot read image {value}: {err}") from err
+    raise EvalDataError(f"record {record_id}: image is a {type(value).__name__}, not an image or a path")
+
+
 def _load(record: dict[str, Any]) -> tuple[Image.Image, Truth]:
     images = record.get("images") or []
     if not images:
         raise EvalDataError(f"record {record.get('id')}: no image")
-    image = images[0].convert("RGB")
+    image = _record_image(images[0], record.get("id"))
     truth = ground_truth(record)
     height, width = truth.mask.shape
     if (image.height, image.width) != (height, width):
