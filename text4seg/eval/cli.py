@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from text4seg.infer.model_args import SAM_HELP, add_model_args, make_refiner, segmenter_from_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `evaluate` sub-command."""
@@ -19,17 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the metrics merged exactly, so the numbers equal a single process's."
         ),
     )
-    p.add_argument("model", help="model folder or hub id (a PEFT adapter folder also works)")
+    add_model_args(p)
     p.add_argument("--data", required=True, help="dataset directory written by `text4seg build`")
     p.add_argument("--split", default="val", help="split to evaluate (val)")
-    p.add_argument("--adapter", default=None, help="PEFT adapter folder to load on top of MODEL")
     p.add_argument("--refine", choices=("none", "sam"), default="none", help="also score SAM-refined masks")
-    p.add_argument(
-        "--sam",
-        default="facebook/sam-vit-base",
-        help="SAM / SAM 2 model for --refine sam: facebook/sam-vit-base|huge, facebook/sam2.1-hiera-*, a folder, "
-        "or 'tiny' (a random-weight tiny SAM for smoke tests; its masks mean nothing)",
-    )
+    p.add_argument("--sam", default="facebook/sam-vit-base", help=f"for --refine sam. {SAM_HELP}")
     p.add_argument(
         "--min-iou", type=float, default=0.5, help="keep the coarse mask when SAM's IoU with it is lower"
     )
@@ -43,17 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--grid", type=int, default=None, help="descriptor grid (default: the dataset's `grid` column)"
     )
-    p.add_argument("--no-constrained", dest="constrained", action="store_false", help="free decoding")
-    p.add_argument("--no-jump-forward", dest="jump_forward", action="store_false", help="no jump-forward")
-    p.add_argument(
-        "--sentences",
-        choices=("templates", "free", "none"),
-        default="templates",
-        help="answer sentence allowed before <seg> under constraints (templates)",
-    )
-    p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
-    p.add_argument("--device", default=None, help="cpu, cuda … (default: this process's accelerate device)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -71,18 +56,8 @@ def _device(requested: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def make_refiner(sam: str, device: str, min_iou: float, iterations: int):
-    """A `SamRefiner` for a checkpoint id or folder, or the tiny random one for `sam == "tiny"`."""
-    from text4seg.infer.refine import SamRefiner, tiny_sam
-
-    if sam == "tiny":
-        return SamRefiner(*tiny_sam(), device=device, min_iou=min_iou, iterations=iterations)
-    return SamRefiner.from_pretrained(sam, device=device, min_iou=min_iou, iterations=iterations)
-
-
 def run(args: argparse.Namespace) -> int:
     from text4seg.eval.evaluate import EvalDataError, evaluate, load_split, process_state
-    from text4seg.infer.segmenter import Segmenter
 
     try:
         data = load_split(args.data, args.split)
@@ -98,17 +73,7 @@ def run(args: argparse.Namespace) -> int:
         make_refiner(args.sam, device, args.min_iou, args.sam_iterations) if args.refine == "sam" else None
     )
     try:
-        segmenter = Segmenter.from_pretrained(
-            args.model,
-            adapter=args.adapter,
-            dtype=args.dtype,
-            device=device,
-            constrained=args.constrained,
-            jump_forward=args.jump_forward,
-            grid=grid,
-            answer_sentences=args.sentences,
-            trust_remote_code=args.trust_remote_code,
-        )
+        segmenter = segmenter_from_args(args, grid=grid, device=device)
     except OSError as err:
         print(f"text4seg evaluate: cannot load model {args.model}: {err}", file=sys.stderr)
         return 2

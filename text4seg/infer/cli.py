@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from text4seg.infer.model_args import SAM_HELP, add_model_args, make_refiner, segmenter_from_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `predict` sub-command."""
@@ -18,42 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "wrote, the repairs decoding made and the box. Generation is grammar-constrained by default."
         ),
     )
-    p.add_argument("model", help="model folder or hub id (a PEFT adapter folder also works)")
+    add_model_args(p)
     p.add_argument("image", help="image file (any mode PIL reads; EXIF orientation is honoured)")
     p.add_argument("expression", help="referring expression, or comma-separated class names with --classes")
     p.add_argument(
         "--out", required=True, help="where to write the mask PNG (0/255; label values with --classes)"
     )
-    p.add_argument("--adapter", default=None, help="PEFT adapter folder to load on top of MODEL")
     p.add_argument(
         "--grid", type=int, default=16, help="descriptor grid size the model was trained with (16)"
     )
     p.add_argument("--classes", action="store_true", help="treat EXPRESSION as a comma-separated class list")
-    p.add_argument(
-        "--no-constrained",
-        dest="constrained",
-        action="store_false",
-        help="free decoding (lenient decoding repairs the text)",
-    )
-    p.add_argument(
-        "--no-jump-forward",
-        dest="jump_forward",
-        action="store_false",
-        help="generate grammar-forced tokens one forward pass at a time",
-    )
-    p.add_argument(
-        "--sentences",
-        choices=("templates", "free", "none"),
-        default="templates",
-        help="answer sentence allowed before <seg> under constraints (templates)",
-    )
-    p.add_argument(
-        "--refine", default=None, metavar="SAM", help="refine with this SAM / SAM 2 model (id or folder)"
-    )
-    p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    p.add_argument("--refine", default=None, metavar="SAM", help=f"refine with this model. {SAM_HELP}")
     p.add_argument("--json", default=None, metavar="PATH", help="also write a JSON summary of the prediction")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder")
     p.set_defaults(func=run)
 
 
@@ -73,7 +51,6 @@ def _write_mask(result, path: Path, classes: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from text4seg.infer.images import ImageReadError, load_image
-    from text4seg.infer.segmenter import Segmenter
 
     target: str | list[str] = args.expression
     if args.classes:
@@ -83,24 +60,9 @@ def run(args: argparse.Namespace) -> int:
     except ImageReadError as err:
         print(f"text4seg predict: {err}", file=sys.stderr)
         return 2
-    refiner = None
-    if args.refine:
-        from text4seg.infer.refine import SamRefiner
-
-        refiner = SamRefiner.from_pretrained(args.refine, device=args.device)
+    refiner = make_refiner(args.refine, args.device) if args.refine else None
     try:
-        segmenter = Segmenter.from_pretrained(
-            args.model,
-            adapter=args.adapter,
-            refiner=refiner,
-            dtype=args.dtype,
-            device=args.device,
-            constrained=args.constrained,
-            jump_forward=args.jump_forward,
-            grid=args.grid,
-            answer_sentences=args.sentences,
-            trust_remote_code=args.trust_remote_code,
-        )
+        segmenter = segmenter_from_args(args, grid=args.grid, device=args.device, refiner=refiner)
     except OSError as err:
         print(f"text4seg predict: cannot load model {args.model}: {err}", file=sys.stderr)
         return 2
