@@ -5,7 +5,7 @@
 1. `text4seg.data`: draw a synthetic shapes dataset in the RefCOCO file layout and build its records
    (1-3 shapes of several colours, kinds and sizes per image; every other image holds a distractor that
    shares a colour or a kind with the target; expressions name colour and kind);
-2. `text4seg.models.tiny.build_tiny`: a random-initialised Qwen2.5-VL of ~1M parameters, with the demo's
+2. `text4seg.models.tiny.build_tiny`: a random-initialised Qwen3-VL of ~1M parameters, with the demo's
    choices below;
 3. `text4seg.train.train`: full fine-tuning for at most `minutes` of wall-clock time;
 4. `text4seg.infer.Segmenter` (grammar-constrained decoding) and `text4seg.eval.evaluate`: gIoU/cIoU on
@@ -13,15 +13,17 @@
    (the ground truth passed through the codec and back);
 5. `text4seg.viz`: a sheet of predictions and the loss curve.
 
-What makes a model this small localise within minutes (each measured in bench/results/demo.md):
+The demo's levers (each measured in bench/results/demo.md, with what it did):
 
-- one vision token per descriptor cell (patch grid = descriptor grid, no 2×2 token merging), so that
-  image rows and descriptor rows line up in Qwen's 2-D rotary positions;
-- the question before the image in the user turn, so that image tokens can already attend to the
-  expression;
+- Qwen3-VL, whose vision tower adds learned absolute position embeddings (so image tokens carry their
+  row and column); `merge=1` gives one vision token per descriptor cell (image rows and descriptor rows
+  line up in the 2-D rotary positions), `merge=2` (default) a 4x shorter image that trains ~3.5x faster;
+- the question before the image in the user turn, so that image tokens can attend to the expression;
 - a tokenizer fitted to the demo's answers with runs kept whole (``others *16\\n `` is one token), so an
   answer is ~30 tokens instead of ~120;
-- no answer sentence before ``<seg>``, so the descriptor starts at a fixed distance from the image.
+- no answer sentence before ``<seg>``, so the descriptor starts at a fixed distance from the image;
+- a learning-rate schedule over the time budget (warmup, cosine), and an optional curriculum of
+  single-shape images first.
 """
 
 from __future__ import annotations
@@ -70,9 +72,9 @@ class DemoConfig:
     image_size: int = 128
     eval_samples: int = 100
     # model (build_tiny arguments; `merge` = Qwen's spatial merge, 1 = one token per patch)
-    arch: str = "qwen2_5_vl"
+    arch: str = "qwen3_vl"
     patch_size: int = 8
-    merge: int = 1
+    merge: int = 2
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
@@ -83,7 +85,12 @@ class DemoConfig:
     fit_tokenizer: bool = True
     vocab_size: int = 1000
     answer_sentence: bool = False
-    # optimisation
+    curriculum: int = 0  # first training samples drawn from images holding a single shape (-1: all)
+    # optimisation (`train_vision` False keeps the random vision tower frozen; the projector always trains)
+    train_vision: bool = False
+    vision_lr: float | None = None
+    projector_lr: float | None = 1e-3
+    weight_decay: float = 0.0
     lr: float = 3e-3
     warmup_steps: int = 50
     batch_size: int = 8
@@ -93,10 +100,37 @@ class DemoConfig:
     # evaluation
     constrained: bool = True
     examples: int = 12
-    threads: int | None = None
+    threads: int | None = (
+        1  # tiny matrices: more threads barely help, and on a shared CPU they spin (measured 20x slower)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def apply_overrides(cfg: DemoConfig, items: list[str]) -> DemoConfig:
+    """Set `key=value` items (values read as YAML) on `cfg`; unknown keys and bad values raise ValueError."""
+    import yaml
+
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        value = yaml.safe_load(raw)
+        current = getattr(cfg, key)
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise ValueError(f"--set {item!r}: {key} takes true or false")
+        if isinstance(current, float) and not isinstance(value, bool):
+            try:
+                value = float(value)  # YAML reads 6e-3 (no dot) as a string
+            except (TypeError, ValueError):
+                pass
+        if current is not None and value is not None and not isinstance(value, type(current)):
+            raise ValueError(f"--set {item!r}: {key} takes a {type(current).__name__}")
+        setattr(cfg, key, value)
+    return cfg
 
 
 @dataclass
@@ -131,6 +165,8 @@ def make_data(cfg: DemoConfig, out_dir: Path, progress: bool = True):
         BuildConfig(grid=16, seed=cfg.seed, progress=progress),
     )
     data = result.dataset
+    counts = _shapes_per_image(paths.instances)
+    data = data.map(lambda r: {"num_shapes": counts.get(int(r["source"]["image_id"]), 0)})
     if not cfg.answer_sentence:
         data = (
             data.map(_drop_sentence, desc="answers without sentence")
@@ -138,6 +174,26 @@ def make_data(cfg: DemoConfig, out_dir: Path, progress: bool = True):
             else data.map(_drop_sentence)
         )
     return data
+
+
+def _shapes_per_image(instances: Path) -> dict[int, int]:
+    """Annotations (shapes, crowd clusters included) per image id of a COCO instances file."""
+    counts: dict[int, int] = {}
+    for ann in json.loads(Path(instances).read_text(encoding="utf-8"))["annotations"]:
+        counts[int(ann["image_id"])] = counts.get(int(ann["image_id"]), 0) + 1
+    return counts
+
+
+def training_order(records: Any, cfg: DemoConfig) -> Any:
+    """The training records in the order they are seen: `cfg.curriculum` samples from single-shape
+    images first (shuffled), then every record (shuffled); -1 trains on single-shape images only."""
+    rng = np.random.default_rng(cfg.seed)
+    single = [i for i, n in enumerate(records["num_shapes"]) if n == 1]
+    if cfg.curriculum < 0:
+        return records.select(rng.permutation(single).tolist())
+    head = rng.choice(single, size=cfg.curriculum, replace=len(single) < cfg.curriculum) if single else []
+    order = [int(i) for i in head] + rng.permutation(len(records)).tolist()
+    return records.select(order)
 
 
 def _drop_sentence(record: dict[str, Any]) -> dict[str, Any]:
@@ -247,12 +303,19 @@ def train_config(cfg: DemoConfig, run_dir: Path, progress: bool = True):
     horizon = cfg.max_steps or cfg.schedule_steps or 100_000
     return config_from_dict(
         {
-            "finetune": {"method": "full", "train_projector": True, "train_vision": True},
+            "finetune": {
+                "method": "full",
+                "train_projector": True,
+                "train_vision": cfg.train_vision,
+                "vision_lr": cfg.vision_lr,
+                "projector_lr": cfg.projector_lr,
+            },
             "optim": {
                 "lr": cfg.lr,
                 "warmup_steps": cfg.warmup_steps,
                 "scheduler": "cosine" if (cfg.schedule_steps or cfg.max_steps) else "constant",
                 "min_lr_ratio": cfg.min_lr_ratio,
+                "weight_decay": cfg.weight_decay,
                 "betas": [0.9, 0.98],
             },
             "loop": {
@@ -268,6 +331,48 @@ def train_config(cfg: DemoConfig, run_dir: Path, progress: bool = True):
             "output": {"dir": str(run_dir), "resume": False},
         }
     )
+
+
+class TimeSchedule:
+    """Warmup then cosine decay over the *time* budget, applied before every optimizer step.
+
+    `text4seg.train` schedules over a step count, which a wall-clock budget on a shared CPU cannot
+    know in advance; this hook (`torch.optim.Optimizer.register_optimizer_step_pre_hook`, removed on
+    exit) sets each group's lr from its `initial_lr` and the share of `minutes` spent so far. Use it
+    with the constant scheduler, whose own lr it replaces.
+    """
+
+    def __init__(self, minutes: float, warmup_steps: int, min_lr_ratio: float) -> None:
+        self.seconds = minutes * 60
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.steps = 0
+        self.started: float | None = None
+        self._handle = None
+
+    def factor(self) -> float:
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        progress = min(1.0, (now - self.started) / self.seconds) if self.seconds > 0 else 1.0
+        warm = min(1.0, (self.steps + 1) / (self.warmup_steps + 1))
+        return warm * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def _hook(self, optimizer: Any, *_: Any) -> None:
+        factor = self.factor()
+        for group in optimizer.param_groups:
+            group["lr"] = group.get("initial_lr", group["lr"]) * factor
+        self.steps += 1
+
+    def __enter__(self) -> TimeSchedule:
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        self._handle = register_optimizer_step_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if self._handle is not None:
+            self._handle.remove()
 
 
 # ------------------------------------------------------------------------------------------- measures
@@ -339,9 +444,17 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
     _stage(progress, f"3/5 train: at most {cfg.minutes:g} min on {len(train_records)} records")
     run_dir = out / DATA_DIR / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    result = train(
-        train_config(cfg, run_dir, progress), train_dataset=train_records, model=model, processor=processor
-    )
+    tcfg = train_config(cfg, run_dir, progress)
+    ordered = train_records
+    if cfg.curriculum:
+        ordered = training_order(train_records, cfg)
+        tcfg.data.shuffle = False
+    if tcfg.optim.scheduler == "constant":
+        with TimeSchedule(cfg.minutes, cfg.warmup_steps, cfg.min_lr_ratio):
+            tcfg.optim.warmup_steps = 0
+            result = train(tcfg, train_dataset=ordered, model=model, processor=processor)
+    else:
+        result = train(tcfg, train_dataset=ordered, model=model, processor=processor)
     model_dir = out / MODEL_DIR
     shutil.rmtree(model_dir, ignore_errors=True)
     model.save_pretrained(model_dir)

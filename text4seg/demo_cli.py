@@ -27,19 +27,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--eval-samples", type=int, default=None, help="held-out expressions to score (default 100)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--threads", type=int, default=None, help="torch CPU threads (default 1; see bench/results/demo.md)"
     )
     parser.add_argument(
         "--no-constrained", action="store_true", help="evaluate with free generation instead of the grammar"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any DemoConfig field (YAML value), e.g. --set merge=2 --set lr=0.006; repeatable",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from text4seg.demo import DemoConfig, format_summary, run_demo
+    from text4seg.demo import DemoConfig, apply_overrides, format_summary, run_demo
 
     cfg = DemoConfig()
+    try:
+        apply_overrides(cfg, args.overrides)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
     for name, key in (
         ("minutes", "minutes"),
         ("seed", "seed"),
