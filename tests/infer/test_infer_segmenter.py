@@ -192,7 +192,7 @@ def test_missing_engine_is_explained(tiny_vlm, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "llguidance", None)
     model, processor = tiny_vlm
-    with pytest.raises(ImportError, match=r"text4seg\[constrained\]"):
+    with pytest.raises(ImportError, match="pip install llguidance"):
         Segmenter(model, processor, grid=GRID)
     assert Segmenter(model, processor, grid=GRID, constrained=False).constrained is False
 
