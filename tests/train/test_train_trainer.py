@@ -263,3 +263,10 @@ def test_sigkill_mid_run_then_resume_matches(records, tmp_path):
     resumed = train(_config(run, **common), train_dataset=records)
     assert resumed.resumed_from == done[-1]
     assert resumed.losses == pytest.approx(full.losses, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_can_be_switched_off(progress, records, tmp_path, capsys):
+    cfg = _config(tmp_path, loop={"max_steps": 2, "progress": progress})
+    train(cfg, train_dataset=records[:2])
+    assert ("train:" in capsys.readouterr().err) is progress

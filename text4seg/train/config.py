@@ -99,6 +99,7 @@ class LoopConfig:
     save_every: int | None = None
     keep_checkpoints: int = 2
     seed: int = 0
+    progress: bool = True  # tqdm bar on the main process
 
 
 @dataclass

@@ -460,7 +460,10 @@ class _Trainer:
         )
         stop = None
         bar = tqdm(
-            total=total_steps, initial=state["step"], disable=not acc.is_local_main_process, desc="train"
+            total=total_steps,
+            initial=state["step"],
+            disable=not (loop.progress and acc.is_local_main_process),
+            desc="train",
         )
         micro_losses: list[float] = []
         tokens = 0
