@@ -60,3 +60,10 @@ def test_saved_demo_model_predicts(demo_out):
     sample = generate_sample(5, 128)
     result = segmenter.segment(Image.fromarray(sample.image), "the red circle")
     assert result.ok and result.mask.shape == (128, 128) and result.grid.shape == (16, 16)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_quiet_reaches_the_training_bar(progress, tmp_path):
+    from text4seg.demo import DemoConfig, train_config
+
+    assert train_config(DemoConfig(), tmp_path, progress=progress).loop.progress is progress

@@ -326,6 +326,7 @@ def train_config(cfg: DemoConfig, run_dir: Path, progress: bool = True):
                 "log_every": 10,
                 "eval_every": None,
                 "seed": cfg.seed,
+                "progress": progress,
             },
             "data": {"max_length": 2048, "eval_split": None, "max_eval_samples": None},
             "output": {"dir": str(run_dir), "resume": False},
