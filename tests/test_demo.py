@@ -67,3 +67,12 @@ def test_quiet_reaches_the_training_bar(progress, tmp_path):
     from text4seg.demo import DemoConfig, train_config
 
     assert train_config(DemoConfig(), tmp_path, progress=progress).loop.progress is progress
+
+
+def test_time_budget_schedules_the_learning_rate_by_the_clock(tmp_path):
+    from text4seg.demo import DemoConfig, train_config
+
+    by_time = train_config(DemoConfig(), tmp_path).optim
+    assert (by_time.scheduler, by_time.schedule_by) == ("cosine", "time")
+    by_steps = train_config(DemoConfig(schedule_steps=500), tmp_path).optim
+    assert (by_steps.scheduler, by_steps.schedule_by) == ("cosine", "steps")

@@ -313,7 +313,9 @@ def train_config(cfg: DemoConfig, run_dir: Path, progress: bool = True):
             "optim": {
                 "lr": cfg.lr,
                 "warmup_steps": cfg.warmup_steps,
-                "scheduler": "cosine" if (cfg.schedule_steps or cfg.max_steps) else "constant",
+                "scheduler": "cosine",
+                # without a step horizon the budget is wall-clock time, so the decay follows the clock
+                "schedule_by": "steps" if (cfg.schedule_steps or cfg.max_steps) else "time",
                 "min_lr_ratio": cfg.min_lr_ratio,
                 "weight_decay": cfg.weight_decay,
                 "betas": [0.9, 0.98],
@@ -332,48 +334,6 @@ def train_config(cfg: DemoConfig, run_dir: Path, progress: bool = True):
             "output": {"dir": str(run_dir), "resume": False},
         }
     )
-
-
-class TimeSchedule:
-    """Warmup then cosine decay over the *time* budget, applied before every optimizer step.
-
-    `text4seg.train` schedules over a step count, which a wall-clock budget on a shared CPU cannot
-    know in advance; this hook (`torch.optim.Optimizer.register_optimizer_step_pre_hook`, removed on
-    exit) sets each group's lr from its `initial_lr` and the share of `minutes` spent so far. Use it
-    with the constant scheduler, whose own lr it replaces.
-    """
-
-    def __init__(self, minutes: float, warmup_steps: int, min_lr_ratio: float) -> None:
-        self.seconds = minutes * 60
-        self.warmup_steps = warmup_steps
-        self.min_lr_ratio = min_lr_ratio
-        self.steps = 0
-        self.started: float | None = None
-        self._handle = None
-
-    def factor(self) -> float:
-        now = time.monotonic()
-        if self.started is None:
-            self.started = now
-        progress = min(1.0, (now - self.started) / self.seconds) if self.seconds > 0 else 1.0
-        warm = min(1.0, (self.steps + 1) / (self.warmup_steps + 1))
-        return warm * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-    def _hook(self, optimizer: Any, *_: Any) -> None:
-        factor = self.factor()
-        for group in optimizer.param_groups:
-            group["lr"] = group.get("initial_lr", group["lr"]) * factor
-        self.steps += 1
-
-    def __enter__(self) -> TimeSchedule:
-        from torch.optim.optimizer import register_optimizer_step_pre_hook
-
-        self._handle = register_optimizer_step_pre_hook(self._hook)
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        if self._handle is not None:
-            self._handle.remove()
 
 
 # ------------------------------------------------------------------------------------------- measures
@@ -450,12 +410,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
     if cfg.curriculum:
         ordered = training_order(train_records, cfg)
         tcfg.data.shuffle = False
-    if tcfg.optim.scheduler == "constant":
-        with TimeSchedule(cfg.minutes, cfg.warmup_steps, cfg.min_lr_ratio):
-            tcfg.optim.warmup_steps = 0
-            result = train(tcfg, train_dataset=ordered, model=model, processor=processor)
-    else:
-        result = train(tcfg, train_dataset=ordered, model=model, processor=processor)
+    result = train(tcfg, train_dataset=ordered, model=model, processor=processor)
     model_dir = out / MODEL_DIR
     shutil.rmtree(model_dir, ignore_errors=True)
     model.save_pretrained(model_dir)
