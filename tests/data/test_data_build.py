@@ -162,3 +162,18 @@ def test_expression_that_cannot_be_a_label_is_reported(corrupt_copy, build_kind,
     reasons = {(i["id"], i["reason"]) for i in result.report["skipped"]}
     sent_id = refs[0]["sentences"][0]["sent_id"]
     assert (f"refcoco/{refs[0]['split']}/ref{refs[0]['ref_id']}/sent{sent_id}", "bad_label") in reasons
+
+
+def test_fixed_target_label_replaces_the_expression(synth, built, build_kind, tmp_path):
+    config = BuildConfig(progress=False, target_label="target")
+    fixed = build_kind("refcoco", synth, tmp_path / "fixed", config=config).dataset["train"]
+    plain = built["refcoco"].dataset["train"]
+    assert len(fixed) == len(plain)
+    for a, b in zip(fixed.select(range(10)), plain.select(range(10)), strict=True):
+        assert a["labels"] == ["others", "target"] and b["labels"] == ["others", b["expression"]]
+        grid_a = t4s.decode(a["messages"][-1]["content"][0]["text"], strict=True, labels=a["labels"]).grid
+        grid_b = t4s.decode(b["messages"][-1]["content"][0]["text"], strict=True, labels=b["labels"]).grid
+        assert np.array_equal(grid_a, grid_b)
+        assert a["expression"] == b["expression"]
+    with pytest.raises(ValueError, match="separator"):
+        BuildConfig(target_label="a| b")

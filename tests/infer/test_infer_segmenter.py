@@ -210,3 +210,28 @@ def test_every_architecture_jump_forward_matches_plain(arch):
     slow = segmenter.segment_batch(pairs, batch_size=2, jump_forward=False)
     assert [r.text for r in fast] == [r.text for r in slow]
     assert all(r.ok for r in fast) and fast[0].forward_passes < slow[0].forward_passes
+
+
+def test_target_label_and_saved_settings(tiny_vlm, tmp_path):
+    model, processor = tiny_vlm
+    segmenter = Segmenter(model, processor, grid=GRID, target_label="target", answer_sentences="none")
+    result = segmenter.segment(_photo(), "the red circle")
+    assert result.labels == ["others", "target"] and result.ok
+    assert set(t4s.decode(result.text, t4s.TEXT4SEG.with_grid(GRID), strict=True).labels) <= {
+        "others",
+        "target",
+    }
+    assert segmenter.segment(_photo(), ["cat", "dog"]).labels == ["others", "cat", "dog"]
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    segmenter.save_settings(tmp_path)
+    loaded = Segmenter.from_pretrained(tmp_path, device="cpu", dtype="float32")
+    assert loaded.settings() == segmenter.settings()
+    assert loaded.segment(_photo(), "the red circle").text == result.text
+    override = Segmenter.from_pretrained(tmp_path, device="cpu", dtype="float32", target_label="thing")
+    assert override.target_label == "thing" and override.fmt.grid == (GRID, GRID)
+    (tmp_path / "text4seg.json").write_text('{"grid": [6, 6], "colour": "red"}')
+    with pytest.raises(ValueError, match="unknown settings"):
+        Segmenter.from_pretrained(tmp_path, device="cpu")
+    with pytest.raises(LabelError):
+        Segmenter(model, processor, grid=GRID, target_label="a| b")

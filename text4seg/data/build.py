@@ -61,6 +61,11 @@ class BuildConfig:
     By default ``images`` holds `datasets.Image` values, which ``save_to_disk`` embeds: the saved
     records are self-contained, but every record carries its image's bytes (an image with seven
     sentences is stored seven times). ``image_paths=True`` stores absolute path strings instead.
+
+    ``target_label`` names the referred cells of ``refer`` records: ``None`` (default) writes the
+    expression itself, as Text4Seg's data does; a fixed word (e.g. ``"target"``) keeps every answer
+    short and spelled the same whatever the expression (the segmenter must then be given the same
+    ``target_label``).
     """
 
     grid: int | tuple[int, int] = 16
@@ -70,6 +75,7 @@ class BuildConfig:
     strict: bool = False
     image_paths: bool = False
     progress: bool = True
+    target_label: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in DOWN_METHODS:
@@ -77,6 +83,8 @@ class BuildConfig:
         if self.num_proc < 1:
             raise ValueError(f"num_proc must be >= 1, got {self.num_proc}")
         self.fmt  # noqa: B018  (validates the grid size now rather than in a worker)
+        if self.target_label is not None:
+            check_labels([self.fmt.background, self.target_label], self.fmt)
 
     @property
     def fmt(self) -> DescriptorFormat:
@@ -90,6 +98,7 @@ class BuildConfig:
             "method": self.method,
             "seed": self.seed,
             "image_paths": self.image_paths,
+            "target_label": self.target_label,
         }
 
 
@@ -145,6 +154,7 @@ class _Job:
     seed: int
     strict: bool
     image_paths: bool
+    target_label: str | None = None
 
 
 def _jobs(source: Source, config: BuildConfig) -> list[_Job]:
@@ -168,6 +178,7 @@ def _jobs(source: Source, config: BuildConfig) -> list[_Job]:
                 seed=config.seed,
                 strict=config.strict,
                 image_paths=config.image_paths,
+                target_label=config.target_label,
             )
         )
     return jobs
@@ -229,10 +240,17 @@ def _geometry(job: _Job, target_anns: tuple[tuple[int, ...], ...], masks: dict[i
     )
 
 
+def _targets(job: _Job, spec: RecordSpec) -> tuple[str, ...]:
+    """The labels of grid values 1, 2, …: the spec's, or the build's fixed referring label."""
+    if job.target_label is not None and spec.task == "refer":
+        return (job.target_label,)
+    return spec.targets
+
+
 def _record(job: _Job, spec: RecordSpec, geometry: _Geometry, stats: Counter) -> dict:
     height, width = job.image.height, job.image.width
     fmt = job.fmt
-    labels = [fmt.background, *spec.targets]
+    labels = [fmt.background, *_targets(job, spec)]
     text = grid_to_text(geometry.grid, labels, fmt)
     present = geometry.present
     if any(present) and not geometry.grid.any():
@@ -300,7 +318,7 @@ def build_image(job: _Job) -> tuple[list[dict], list[Issue], Counter]:
             log.add(spec.id, err.reason, f"annotation {bad[0]}: {err.detail}", job.ann_file)
             continue
         try:
-            check_labels([job.fmt.background, *spec.targets], job.fmt)
+            check_labels([job.fmt.background, *_targets(job, spec)], job.fmt)
         except ValueError as err:
             log.add(spec.id, "bad_label", str(err), job.ann_file)
             continue

@@ -36,6 +36,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="store absolute image paths (strings) instead of embedding the image bytes in every record",
     )
+    parser.add_argument(
+        "--target-label",
+        metavar="WORD",
+        help="label referred cells with this fixed word instead of the expression (segment with the same)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="rebuild even if --out holds the same build")
     parser.add_argument("--llava", type=Path, help="also export the LLaVA-style JSON list to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -100,6 +105,7 @@ def _config(args: argparse.Namespace):
         num_proc=args.num_proc,
         strict=args.strict,
         image_paths=args.image_paths,
+        target_label=args.target_label,
         progress=not args.quiet,
     )
 

@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, help="where to write the mask PNG (0/255; label values with --classes)"
     )
     p.add_argument(
-        "--grid", type=int, default=16, help="descriptor grid size the model was trained with (16)"
+        "--grid",
+        type=int,
+        default=None,
+        help="descriptor grid size the model was trained with (default: the model's text4seg.json, else 16)",
     )
     p.add_argument("--classes", action="store_true", help="treat EXPRESSION as a comma-separated class list")
     p.add_argument("--refine", default=None, metavar="SAM", help=f"refine with this model. {SAM_HELP}")

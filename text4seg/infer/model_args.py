@@ -35,8 +35,16 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sentences",
         choices=("templates", "free", "none"),
-        default="templates",
-        help="answer sentence allowed before <seg> under constraints (templates)",
+        default=None,
+        help="answer sentence allowed before <seg> under constraints (default: the model's "
+        "text4seg.json, else templates)",
+    )
+    parser.add_argument(
+        "--target-label",
+        default=None,
+        metavar="WORD",
+        help="fixed label the model writes for referred cells (default: the model's text4seg.json, "
+        "else the expression)",
     )
     parser.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
@@ -70,5 +78,6 @@ def segmenter_from_args(
         jump_forward=args.jump_forward,
         grid=grid,
         answer_sentences=args.sentences,
+        target_label=args.target_label,
         trust_remote_code=args.trust_remote_code,
     )

@@ -15,9 +15,10 @@ grid into a sharper mask; both masks are kept.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from text4seg.codec import TEXT4SEG, Descriptor, DescriptorFormat, Repair, decode, mask_to_box
+from text4seg.codec import TEXT4SEG, Descriptor, DescriptorFormat, Repair, check_label, decode, mask_to_box
 from text4seg.infer.constrain import (
     DescriptorLogitsProcessor,
     compiler_for,
@@ -38,6 +39,10 @@ from text4seg.infer.prompts import Query, make_query
 from text4seg.models import registry
 
 Target = str | Sequence[str]
+
+SETTINGS_FILE = "text4seg.json"
+"""Segmenter settings saved beside a model (`Segmenter.save_settings`), read by `from_pretrained`."""
+SETTINGS = ("grid", "target_label", "answer_sentences", "question", "upsample")
 
 
 @dataclass
@@ -103,6 +108,26 @@ class SegmentationResult:
         }
 
 
+def load_settings(path_or_id: str | Path) -> dict[str, Any]:
+    """The settings saved in a model folder's text4seg.json (empty for hub ids and folders without one)."""
+    path = Path(path_or_id) / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable settings file ({err})") from err
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(saved).__name__}")
+    unknown = sorted(set(saved) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}; known: {list(SETTINGS)}")
+    settings = {k: v for k, v in saved.items() if v is not None}
+    if "grid" in settings:
+        settings["grid"] = tuple(settings["grid"]) if isinstance(settings["grid"], list) else settings["grid"]
+    return settings
+
+
 class _ForwardCounter:
     """Counts forward calls of a module while active (a forward pre-hook)."""
 
@@ -144,7 +169,9 @@ class Segmenter:
     the grammar forces without a forward pass (same text, fewer passes). `answer_sentences`:
     "templates" allows only the training templates' sentences before `<seg>` (for referring
     expressions; class lists always allow a free sentence), "free" any one-line sentence, "none" no
-    sentence. `max_new_tokens` defaults to a bound no well-formed answer exceeds.
+    sentence. `max_new_tokens` defaults to a bound no well-formed answer exceeds. `target_label`:
+    the fixed word a model trained with `BuildConfig(target_label=...)` writes for referred cells
+    (None: the expression itself).
     """
 
     def __init__(
@@ -162,6 +189,7 @@ class Segmenter:
         max_new_tokens: int | None = None,
         upsample: str = "bilinear",
         generate_kwargs: dict[str, Any] | None = None,
+        target_label: str | None = None,
     ):
         if answer_sentences not in ("templates", "free", "none"):
             raise ValueError(
@@ -179,6 +207,9 @@ class Segmenter:
         self.refiner = refiner
         self.answer_sentences = answer_sentences
         self.question = question
+        self.target_label = target_label
+        if target_label is not None:
+            check_label(target_label, self.fmt)
         self.max_new_tokens = max_new_tokens
         self.upsample = upsample
         self.generate_kwargs = dict(generate_kwargs or {})
@@ -203,9 +234,14 @@ class Segmenter:
         trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> Segmenter:
-        """Load a model (hub id or folder, optionally a PEFT adapter) and wrap it; see `Segmenter`."""
+        """Load a model (hub id or folder, optionally a PEFT adapter) and wrap it; see `Segmenter`.
+
+        Settings saved with the model (`save_settings`: grid, target label, answer sentences, question,
+        upsampling) are the defaults; keywords given here (and not None) win.
+        """
         from text4seg.models.loading import load_model_and_processor
 
+        kwargs = {**load_settings(path_or_id), **{k: v for k, v in kwargs.items() if v is not None}}
         model, processor = load_model_and_processor(
             path_or_id, dtype=dtype, adapter=adapter, trust_remote_code=trust_remote_code
         )
@@ -224,7 +260,27 @@ class Segmenter:
 
     def query(self, target: Target) -> Query:
         """The question and label set for a referring expression or a class list."""
-        return make_query(target, self.fmt, self.question)
+        query = make_query(target, self.fmt, self.question)
+        if self.target_label is not None and query.task == "refer":
+            return replace(query, labels=(self.fmt.background, self.target_label))
+        return query
+
+    def settings(self) -> dict[str, Any]:
+        """The settings a model's answers depend on (what `save_settings` writes)."""
+        return {
+            "grid": list(self.fmt.grid),
+            "target_label": self.target_label,
+            "answer_sentences": self.answer_sentences,
+            "question": self.question,
+            "upsample": self.upsample,
+        }
+
+    def save_settings(self, folder: str | Path) -> Path:
+        """Write `settings()` to FOLDER/text4seg.json, so `from_pretrained(FOLDER)` restores them."""
+        path = Path(folder) / SETTINGS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.settings(), indent=2) + "\n", encoding="utf-8")
+        return path
 
     def _sentences(self, query: Query) -> Sequence[str] | None:
         if self.answer_sentences == "none":
