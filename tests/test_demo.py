@@ -60,6 +60,31 @@ def test_saved_demo_model_predicts(demo_out):
     sample = generate_sample(5, 128)
     result = segmenter.segment(Image.fromarray(sample.image), "the red circle")
     assert result.ok and result.mask.shape == (128, 128) and result.grid.shape == (16, 16)
+    assert result.labels == ["others", "target"]  # restored from model/text4seg.json
+
+
+def test_fitted_tokenizer_keeps_rows_whole_and_words_apart(tmp_path):
+    import text4seg as t4s
+    from text4seg.demo import fit_tokenizer
+    from text4seg.models.tiny import build_tiny
+
+    _, processor = build_tiny("qwen3_vl", image_size=32, patch_size=8)
+    grid = np.zeros((16, 16), dtype=np.int64)
+    grid[5:9, 3:7] = 1
+    answer = "<seg>" + t4s.grid_to_text(grid, ["others", "target"]) + "</seg>"
+    texts = [answer, "Where is the purple hexagon?", "Please segment the red circle."] * 50
+    tok = fit_tokenizer(processor, texts, 600, tmp_path, whole_rows=True).tokenizer
+    pieces = [tok.decode([i]) for i in tok(answer, add_special_tokens=False)["input_ids"]]
+    assert pieces[0] == "<seg>" and pieces[-1] == "</seg>" and len(pieces) == 18
+    assert pieces[6] == "others *3| target *4| others *9\n "
+    words = [tok.decode([i]) for i in tok("Where is the purple hexagon?")["input_ids"]]
+    assert " purple" in words and " hexagon" in words
+    runs = fit_tokenizer(processor, texts, 600, tmp_path / "runs", whole_rows=False).tokenizer
+    assert [runs.decode([i]) for i in runs(answer)["input_ids"]][6:9] == [
+        "others *3| ",
+        "target *4| ",
+        "others *9\n ",
+    ]
 
 
 @pytest.mark.parametrize("progress", [True, False])

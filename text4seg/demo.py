@@ -13,17 +13,20 @@
    (the ground truth passed through the codec and back);
 5. `text4seg.viz`: a sheet of predictions and the loss curve.
 
-The demo's levers (each measured in bench/results/demo.md, with what it did):
+The demo's levers (each measured in bench/results/demo.md, with what it did). The aim is that a
+random model can find image row k when it writes descriptor row k:
 
-- Qwen3-VL, whose vision tower adds learned absolute position embeddings (so image tokens carry their
-  row and column); `merge=1` gives one vision token per descriptor cell (image rows and descriptor rows
-  line up in the 2-D rotary positions), `merge=2` (default) a 4x shorter image that trains ~3.5x faster;
-- the question before the image in the user turn, so that image tokens can attend to the expression;
-- a tokenizer fitted to the demo's answers with runs kept whole (``others *16\\n `` is one token), so an
-  answer is ~30 tokens instead of ~120;
-- no answer sentence before ``<seg>``, so the descriptor starts at a fixed distance from the image;
-- a learning-rate schedule over the time budget (warmup, cosine), and a curriculum of single-shape
-  images first (8,000 samples by default).
+- Qwen3-VL with `merge=1`: one vision token per descriptor cell, each carrying its row and column in
+  the 2-D rotary positions (and the vision tower's learned position embeddings);
+- a tokenizer fitted to the demo's text that makes each whole descriptor row one token
+  (``others *5| target *4| others *7\\n ``, ~120 distinct rows) and keeps every other word a token of
+  its own, so the expression's colour and kind stay readable; with a fixed label (``target``) for the
+  referred cells, answer row k then sits exactly k text positions after the start, at a constant
+  rotary offset from image row k;
+- the question before the image and no answer sentence, so that offset is the same for every record;
+- a small rotary base (`rope_theta=100`), for sharper position-selective attention over 16 rows;
+- the random vision tower frozen (training it collapsed its features), a learning-rate schedule over
+  the time budget (warmup, cosine), and a curriculum of single-shape images first.
 """
 
 from __future__ import annotations
@@ -68,24 +71,27 @@ class DemoConfig:
     minutes: float = 10.0
     seed: int = 0
     # data
-    num_images: int = 1500
+    num_images: int = 6000
     image_size: int = 128
     eval_samples: int = 100
     # model (build_tiny arguments; `merge` = Qwen's spatial merge, 1 = one token per patch)
     arch: str = "qwen3_vl"
     patch_size: int = 8
-    merge: int = 2
+    merge: int = 1
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
     vision_hidden_size: int = 64
     vision_layers: int = 2
+    rope_theta: float | None = 100.0  # None: the architecture's default (10000)
     # the demo's levers (see the module docstring)
     question_first: bool = True
     fit_tokenizer: bool = True
-    vocab_size: int = 1000
+    vocab_size: int = 2000
     answer_sentence: bool = False
-    curriculum: int = 8000  # first training samples drawn from images holding a single shape (-1: all)
+    target_label: str | None = "target"  # one fixed label for referred cells (None: the expression)
+    whole_rows: bool = True  # the fitted tokenizer may make a whole descriptor row one token
+    curriculum: int = 5000  # first training samples drawn from images holding a single shape (-1: all)
     # optimisation (`train_vision` False keeps the random vision tower frozen; the projector always trains)
     train_vision: bool = False
     vision_lr: float | None = None
@@ -162,7 +168,7 @@ def make_data(cfg: DemoConfig, out_dir: Path, progress: bool = True):
         paths.refs,
         paths.images,
         root / "refcoco",
-        BuildConfig(grid=16, seed=cfg.seed, progress=progress),
+        BuildConfig(grid=16, seed=cfg.seed, progress=progress, target_label=cfg.target_label),
     )
     data = result.dataset
     counts = _shapes_per_image(paths.instances)
@@ -218,13 +224,16 @@ def _answer_corpus(records: Any, limit: int = 3000) -> list[str]:
     return texts
 
 
-def fit_tokenizer(processor: Any, texts: list[str], vocab_size: int, workdir: Path) -> Any:
+def fit_tokenizer(
+    processor: Any, texts: list[str], vocab_size: int, workdir: Path, whole_rows: bool = False
+) -> Any:
     """`processor` with a byte-level BPE refitted on `texts`, keeping every special token and its id.
 
-    The pre-tokenizer cuts only after the run separator and the row separator, so the BPE can make a
-    whole run (``others *16\\n ``) one token. Returns a processor reloaded from `workdir`.
+    The pre-tokenizer keeps descriptor pieces whole, so the BPE can learn them as single tokens: a
+    run (``others *16\\n ``), or a whole row with `whole_rows`; everything else is cut into words, so
+    that the expression's words stay tokens of their own. Returns a processor reloaded from `workdir`.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoProcessor
 
     fmt = t4s.TEXT4SEG
@@ -233,10 +242,7 @@ def fit_tokenizer(processor: Any, texts: list[str], vocab_size: int, workdir: Pa
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(fmt.open_tag, "isolated"),
-            pre_tokenizers.Split(fmt.close_tag, "isolated"),
-            pre_tokenizers.Split(fmt.row_sep, "merged_with_previous"),
-            pre_tokenizers.Split(fmt.run_sep, "merged_with_previous"),
+            pre_tokenizers.Split(Regex(_piece_pattern(fmt, whole_rows)), "isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -257,13 +263,32 @@ def fit_tokenizer(processor: Any, texts: list[str], vocab_size: int, workdir: Pa
     return AutoProcessor.from_pretrained(workdir)
 
 
+def _piece_pattern(fmt: t4s.DescriptorFormat, whole_rows: bool) -> str:
+    """Regex of the pre-tokenizer's pieces: a tag, a descriptor row or run, else a word, punctuation
+    or space."""
+    import re
+
+    count, run_sep, row_sep = (re.escape(x) for x in (fmt.count_sep, fmt.run_sep, fmt.row_sep))
+    end = re.escape(fmt.end)
+    label = rf"(?:(?!{count}|{run_sep}|{row_sep}|{end}).)+"
+    run = rf"{label}{count}[0-9]+"
+    if whole_rows:
+        piece = rf"(?:{run}{run_sep})*{run}(?:{row_sep}|{end})"
+    else:
+        piece = rf"{run}(?:{run_sep}|{row_sep}|{end})?"
+    tags = f"{re.escape(fmt.open_tag)}|{re.escape(fmt.close_tag)}"
+    return rf"{tags}|{piece}| ?\w+| ?[^\s\w]+|\s+"
+
+
 def make_model(cfg: DemoConfig, train_records: Any, workdir: Path) -> tuple[Any, Any]:
     """The tiny random-initialised model and its processor, with the demo's levers applied."""
     from text4seg.models.tiny import build_tiny
 
     _, processor = build_tiny(cfg.arch, image_size=cfg.image_size, patch_size=cfg.patch_size, seed=cfg.seed)
     if cfg.fit_tokenizer:
-        processor = fit_tokenizer(processor, _answer_corpus(train_records), cfg.vocab_size, workdir)
+        processor = fit_tokenizer(
+            processor, _answer_corpus(train_records), cfg.vocab_size, workdir, whole_rows=cfg.whole_rows
+        )
     vocab = len(processor.tokenizer)
     model, _ = build_tiny(
         cfg.arch,
@@ -275,7 +300,7 @@ def make_model(cfg: DemoConfig, train_records: Any, workdir: Path) -> tuple[Any,
         vision_hidden_size=cfg.vision_hidden_size,
         vision_layers=cfg.vision_layers,
         seed=cfg.seed,
-        text_config={"vocab_size": vocab, "intermediate_size": cfg.hidden_size * 4},
+        text_config=_text_overrides(cfg, vocab),
         vision_config=_vision_overrides(cfg),
     )
     for part in ("image_processor", "video_processor"):
@@ -286,6 +311,13 @@ def make_model(cfg: DemoConfig, train_records: Any, workdir: Path) -> tuple[Any,
         processor.chat_template = QUESTION_FIRST_TEMPLATE
         processor.tokenizer.chat_template = QUESTION_FIRST_TEMPLATE
     return model, processor
+
+
+def _text_overrides(cfg: DemoConfig, vocab: int) -> dict[str, Any]:
+    text: dict[str, Any] = {"vocab_size": vocab, "intermediate_size": cfg.hidden_size * 4}
+    if cfg.rope_theta is not None:
+        text["rope_parameters"] = {"rope_theta": float(cfg.rope_theta)}
+    return text
 
 
 def _vision_overrides(cfg: DemoConfig) -> dict[str, Any]:
@@ -422,7 +454,9 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
         processor,
         constrained=cfg.constrained,
         answer_sentences="templates" if cfg.answer_sentence else "none",
+        target_label=cfg.target_label,
     )
+    segmenter.save_settings(model_dir)
     report = evaluate(
         segmenter, held_out, split="test", batch_size=8, out_dir=out / "eval", progress=progress
     )

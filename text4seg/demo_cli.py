@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default 10)")
     parser.add_argument("--seed", type=int, default=None, help="seed of data, model and training (default 0)")
     parser.add_argument(
-        "--num-images", type=int, default=None, help="synthetic images to draw (default 1500)"
+        "--num-images", type=int, default=None, help="synthetic images to draw (default 6000)"
     )
     parser.add_argument(
         "--eval-samples", type=int, default=None, help="held-out expressions to score (default 100)"
