@@ -58,10 +58,11 @@ def test_build_refcoco_with_options_then_cache(synth, tmp_path, capsys):
         str(tmp_path / "r"),
     ]
     args += ["--grid", "24", "--method", "area", "--splits", "val", "--num-proc", "1", "--quiet"]
-    args += ["--llava", str(tmp_path / "llava.json"), "--name", "refcoco+"]
+    args += ["--llava", str(tmp_path / "llava.json"), "--name", "refcoco+", "--target-label", "target"]
     assert main(args) == 0
     dataset = load_from_disk(str(tmp_path / "r"))
     assert list(dataset) == ["val"] and dataset["val"][0]["grid"] == [24, 24]
+    assert {tuple(labels) for labels in dataset["val"]["labels"]} == {("others", "target")}
     assert dataset["val"][0]["id"].startswith("refcoco+/val/")
     assert len(json.loads((tmp_path / "llava.json").read_text())) == len(dataset["val"])
     assert main(args) == 0

@@ -235,3 +235,22 @@ def test_target_label_and_saved_settings(tiny_vlm, tmp_path):
         Segmenter.from_pretrained(tmp_path, device="cpu")
     with pytest.raises(LabelError):
         Segmenter(model, processor, grid=GRID, target_label="a| b")
+
+
+def test_background_bias_trades_background_for_the_target(tiny_vlm):
+    from text4seg.infer.bias import background_token_ids
+
+    model, processor = tiny_vlm
+    plain = Segmenter(model, processor, grid=GRID, answer_sentences="none")
+    ids = background_token_ids(plain.tokenizer, ["others", "the red circle"])
+    texts = [plain.tokenizer.decode([i]) for i in ids]
+    assert texts and all("others" in t and "the red circle" not in t for t in texts)
+    biased = Segmenter(model, processor, grid=GRID, answer_sentences="none", background_bias=1e4)
+    image = _photo(seed=3)
+    result = biased.segment(image, "the red circle")
+    reference = plain.segment(image, "the red circle")
+    # whole-"others" tokens are priced out; the grammar still lets the model spell it in pieces
+    assert result.ok and (result.grid != 0).sum() > max((reference.grid != 0).sum(), GRID * GRID // 2)
+    unbiased = Segmenter(model, processor, grid=GRID, answer_sentences="none", background_bias=0.0)
+    assert unbiased.segment(image, "the red circle").text == reference.text
+    assert biased.settings()["background_bias"] == 1e4

@@ -93,6 +93,10 @@ def demo_model(tmp_path_factory):
     model, processor = make_model(cfg, data["train"], out / "processor")
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
+    from text4seg.infer import Segmenter
+
+    settings = Segmenter(model, processor, answer_sentences="none", target_label=cfg.target_label)
+    settings.save_settings(out / "model")
     return out / "model"
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from text4seg.codec import TEXT4SEG, Descriptor, DescriptorFormat, Repair, check_label, decode, mask_to_box
+from text4seg.infer.bias import BackgroundBias, background_token_ids
 from text4seg.infer.constrain import (
     DescriptorLogitsProcessor,
     compiler_for,
@@ -42,7 +43,7 @@ Target = str | Sequence[str]
 
 SETTINGS_FILE = "text4seg.json"
 """Segmenter settings saved beside a model (`Segmenter.save_settings`), read by `from_pretrained`."""
-SETTINGS = ("grid", "target_label", "answer_sentences", "question", "upsample")
+SETTINGS = ("grid", "target_label", "answer_sentences", "question", "upsample", "background_bias")
 
 
 @dataclass
@@ -171,7 +172,8 @@ class Segmenter:
     expressions; class lists always allow a free sentence), "free" any one-line sentence, "none" no
     sentence. `max_new_tokens` defaults to a bound no well-formed answer exceeds. `target_label`:
     the fixed word a model trained with `BuildConfig(target_label=...)` writes for referred cells
-    (None: the expression itself).
+    (None: the expression itself). `background_bias` lowers the logits of the tokens that write
+    background (`text4seg.infer.bias`; 0 = plain decoding), a recall knob to calibrate on validation data.
     """
 
     def __init__(
@@ -190,6 +192,7 @@ class Segmenter:
         upsample: str = "bilinear",
         generate_kwargs: dict[str, Any] | None = None,
         target_label: str | None = None,
+        background_bias: float = 0.0,
     ):
         if answer_sentences not in ("templates", "free", "none"):
             raise ValueError(
@@ -208,6 +211,7 @@ class Segmenter:
         self.answer_sentences = answer_sentences
         self.question = question
         self.target_label = target_label
+        self.background_bias = float(background_bias)
         if target_label is not None:
             check_label(target_label, self.fmt)
         self.max_new_tokens = max_new_tokens
@@ -273,6 +277,7 @@ class Segmenter:
             "answer_sentences": self.answer_sentences,
             "question": self.question,
             "upsample": self.upsample,
+            "background_bias": self.background_bias,
         }
 
     def save_settings(self, folder: str | Path) -> Path:
@@ -395,14 +400,21 @@ class Segmenter:
             "pad_token_id": self.pad_id,
         }
         kwargs.update(self.generate_kwargs)
+        processors: list[Any] = []
+        if self.background_bias:
+            width = _logits_width(self._counted)
+            rows = [background_token_ids(self.tokenizer, q.labels, width) for q in queries]
+            processors.append(BackgroundBias(rows, self.background_bias))
         processor = None
         if constrained:
             processor = DescriptorLogitsProcessor(
                 [self.grammar(q) for q in queries], prompt_length=prompt_len
             )
-            kwargs["logits_processor"] = [processor]
-            if jump_forward:
-                kwargs["custom_generate"] = jump_forward_generate
+            processors.append(processor)
+        if processors:
+            kwargs["logits_processor"] = processors
+        if constrained and jump_forward:
+            kwargs["custom_generate"] = jump_forward_generate
         t1 = time.perf_counter()
         with _ForwardCounter(self._counted) as counter:
             out = self.model.generate(**enc, **kwargs)
