@@ -102,3 +102,27 @@ def test_predict_help(capsys):
         main(["predict", "--help"])
     assert exit_info.value.code == 0
     assert "--no-constrained" in capsys.readouterr().out
+
+
+def test_predict_uses_the_models_saved_settings_and_flags_win(tiny_vlm, photo, tmp_path, capsys):
+    from text4seg.infer.segmenter import Segmenter
+
+    model, processor = tiny_vlm
+    path = tmp_path / "model"
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    Segmenter(model, processor, grid=5, target_label="target", answer_sentences="none").save_settings(path)
+    argv = ["predict", str(path), str(photo), "the red circle", "--out", str(tmp_path / "m.png")]
+    assert main(argv + ["--device", "cpu", "--json", str(tmp_path / "a.json")]) == 0
+    saved = json.loads((tmp_path / "a.json").read_text())
+    fmt = t4s.TEXT4SEG.with_grid(5)
+    assert saved["labels"] == ["others", "target"]
+    assert t4s.decode(saved["text"], fmt, strict=True).grid.shape == (5, 5)  # grid 5 from text4seg.json
+    flags = ["--target-label", "thing", "--background-bias", "1e4", "--json", str(tmp_path / "b.json")]
+    assert main(argv + ["--device", "cpu", *flags]) == 0
+    capsys.readouterr()
+    override = json.loads((tmp_path / "b.json").read_text())
+    assert override["labels"] == ["others", "thing"]
+    assert (t4s.decode(override["text"], fmt).grid != 0).sum() > (
+        t4s.decode(saved["text"], fmt).grid != 0
+    ).sum()

@@ -46,6 +46,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         help="fixed label the model writes for referred cells (default: the model's text4seg.json, "
         "else the expression)",
     )
+    parser.add_argument(
+        "--background-bias",
+        type=float,
+        default=None,
+        metavar="B",
+        help="subtract B from the logits of background tokens, a recall knob to calibrate on val data "
+        "(default: the model's text4seg.json, else 0)",
+    )
     parser.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument(
@@ -79,5 +87,6 @@ def segmenter_from_args(
         grid=grid,
         answer_sentences=args.sentences,
         target_label=args.target_label,
+        background_bias=args.background_bias,
         trust_remote_code=args.trust_remote_code,
     )
