@@ -37,3 +37,10 @@ def test_ties_keep_the_smallest_bias_and_empty_choices_are_refused():
     assert calibrate_background_bias(oracle, records, (3.0, 0.0, 1.0)).bias == 0.0
     with pytest.raises(ValueError, match="no biases"):
         calibrate_background_bias(oracle, records, ())
+
+
+def test_the_default_search_walks_up_and_stops_past_the_best():
+    records = make_records(semantic=False).filter(lambda r: r["task"] == "refer")
+    oracle = BiasedOracle(records, good=3.0)
+    calibration = calibrate_background_bias(oracle, records)
+    assert calibration.bias == 3.0 and list(calibration.scores) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]

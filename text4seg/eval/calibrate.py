@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_BIASES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
+MAX_BIAS = 10.0
+PATIENCE = 2
 
 
 @dataclass
@@ -21,7 +22,7 @@ class Calibration:
 def calibrate_background_bias(
     segmenter: Any,
     records: Any,
-    biases: Sequence[float] = DEFAULT_BIASES,
+    biases: Sequence[float] | None = None,
     *,
     metric: str = "gIoU",
     batch_size: int = 8,
@@ -30,21 +31,29 @@ def calibrate_background_bias(
     """Score `records` once per bias and set `segmenter.background_bias` to the best (ties: smallest).
 
     `records` are referring records (a `datasets.Dataset`); the score is the coarse `metric` (gIoU or
-    cIoU) over all of them.
+    cIoU) over all of them. With `biases` None the search walks 0, 1, 2, … up to `MAX_BIAS` and stops
+    once `PATIENCE` biases in a row have scored below the best so far.
     """
     from text4seg.eval.evaluate import evaluate
 
-    if not biases:
+    if biases is not None and not biases:
         raise ValueError("no biases to try")
+    adaptive = biases is None
+    candidates = [float(b) for b in range(int(MAX_BIAS) + 1)] if adaptive else [float(b) for b in biases]
     scores: dict[float, float] = {}
-    for bias in biases:
-        segmenter.background_bias = float(bias)
+    worse = 0
+    for bias in candidates:
+        segmenter.background_bias = bias
         report = evaluate(segmenter, records, batch_size=batch_size, progress=progress)
         groups = report.metrics.get("refer") or {}
         if not groups:
             raise ValueError("calibration needs referring records (task 'refer')")
         coarse = groups["all"]["coarse"] if "all" in groups else next(iter(groups.values()))["coarse"]
-        scores[float(bias)] = float(coarse[metric])
+        score = float(coarse[metric])
+        worse = worse + 1 if scores and score < max(scores.values()) else 0
+        scores[bias] = score
+        if adaptive and worse >= PATIENCE:
+            break
     best = max(scores, key=lambda b: (scores[b], -b))
     segmenter.background_bias = best
     return Calibration(best, metric, scores)
