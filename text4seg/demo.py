@@ -27,6 +27,9 @@ random model can find image row k when it writes descriptor row k:
 - a small rotary base (`rope_theta=100`), for sharper position-selective attention over 16 rows;
 - the random vision tower frozen (training it collapsed its features), a learning-rate schedule over
   the time budget (warmup, cosine), and a curriculum of single-shape images first.
+- at evaluation, a background bias (`text4seg.infer.bias`) chosen on the val split: a small model that
+  knows a row holds the object spreads that belief over many row tokens, so greedy decoding would keep
+  the one background token.
 """
 
 from __future__ import annotations
