@@ -60,3 +60,13 @@ def test_bad_segmentations_are_refused_with_a_reason(segmentation, reason):
     with pytest.raises(BadAnnotation) as info:
         decode_segmentation(segmentation, H, W)
     assert info.value.reason == reason
+
+
+def test_a_sliver_part_is_left_out_when_other_parts_remain():
+    square = [2.0, 2.0, 12.0, 2.0, 12.0, 12.0, 2.0, 12.0]
+    dropped: list[str] = []
+    mask = decode_segmentation([square, [30.0, 30.0, 31.0, 31.0]], H, W, dropped)
+    assert np.array_equal(mask, decode_segmentation([square], H, W))
+    assert dropped == ["polygon 1 has 2 points (< 3)"]
+    with pytest.raises(BadAnnotation, match="polygon 0 has 2 points.*polygon 1 has 1 points"):
+        decode_segmentation([[1.0, 1.0, 5.0, 5.0], [3.0, 3.0]], H, W)

@@ -304,10 +304,14 @@ def build_image(job: _Job) -> tuple[list[dict], list[Issue], Counter]:
     masks: dict[int, np.ndarray] = {}
     failures: dict[int, BadAnnotation] = {}
     for ann_id, ann in job.annotations.items():
+        dropped: list[str] = []
         try:
-            masks[ann_id] = decode_segmentation(ann["segmentation"], job.image.height, job.image.width)
+            masks[ann_id] = decode_segmentation(
+                ann["segmentation"], job.image.height, job.image.width, dropped
+            )
         except BadAnnotation as err:
             failures[ann_id] = err
+        stats["polygon_parts_dropped"] += len(dropped)
     stats["annotations_decoded"] += len(masks)
     records = []
     shapes: dict[tuple[tuple[int, ...], ...], _Geometry] = {}

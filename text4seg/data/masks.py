@@ -62,10 +62,10 @@ def rle_string_counts(counts: bytes) -> list[int]:
     return out
 
 
-def _polygons(segmentation: list, height: int, width: int) -> np.ndarray:
+def _polygons(segmentation: list, height: int, width: int, dropped: list[str] | None) -> np.ndarray:
     if not segmentation:
         raise BadAnnotation("empty_mask", "segmentation is an empty polygon list")
-    polygons = []
+    polygons, small = [], []
     for k, polygon in enumerate(segmentation):
         if not isinstance(polygon, (list, tuple)) or not all(_is_number(v) for v in polygon):
             raise BadAnnotation("bad_polygon", f"polygon {k} is not a list of finite numbers")
@@ -74,8 +74,13 @@ def _polygons(segmentation: list, height: int, width: int) -> np.ndarray:
                 "bad_polygon", f"polygon {k} has an odd number of coordinates ({len(polygon)})"
             )
         if len(polygon) < 6:
-            raise BadAnnotation("polygon_too_small", f"polygon {k} has {len(polygon) // 2} points (< 3)")
+            small.append(f"polygon {k} has {len(polygon) // 2} points (< 3)")
+            continue
         polygons.append([float(v) for v in polygon])
+    if not polygons:
+        raise BadAnnotation("polygon_too_small", "; ".join(small))
+    if dropped is not None:
+        dropped.extend(small)
     rles = mask_utils.frPyObjects(polygons, height, width)
     return decode_rle(mask_utils.merge(rles))
 
@@ -109,14 +114,18 @@ def _rle(segmentation: dict, height: int, width: int) -> np.ndarray:
     return decode_rle(rle)
 
 
-def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
+def decode_segmentation(
+    segmentation: Any, height: int, width: int, dropped: list[str] | None = None
+) -> np.ndarray:
     """COCO ``segmentation`` (polygon list, uncompressed RLE or compressed RLE) -> bool H×W mask.
 
-    Raises `BadAnnotation` for polygons of fewer than 3 points, RLE of another size or whose runs
-    do not cover the image, malformed values, and masks with no foreground pixel.
+    A polygon part of fewer than 3 points is left out when other parts remain (COCO has a few such
+    slivers); each one left out is described in ``dropped`` when a list is given. Raises
+    `BadAnnotation` when every part is that small, for RLE of another size or whose runs do not
+    cover the image, malformed values, and masks with no foreground pixel.
     """
     if isinstance(segmentation, list):
-        mask = _polygons(segmentation, height, width)
+        mask = _polygons(segmentation, height, width, dropped)
     elif isinstance(segmentation, dict):
         mask = _rle(segmentation, height, width)
     else:
