@@ -29,7 +29,7 @@ def first_row_scores(run_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     processor = AutoProcessor.from_pretrained(f"{run_dir}/model")
     model = AutoModelForImageTextToText.from_pretrained(f"{run_dir}/model").eval()
     from text4seg.demo import _drop_sentence
-    from text4seg.infer.segmenter import load_settings
+    from text4seg.infer.settings import load_settings
 
     records = datasets.load_from_disk(f"{run_dir}/data/refcoco")["test"]
     if load_settings(f"{run_dir}/model").get("answer_sentences") == "none":

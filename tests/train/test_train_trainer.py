@@ -60,6 +60,8 @@ def test_final_adapter_reloads_and_matches(records, tmp_path):
     assert (
         result.output_dir / "base" / "model.safetensors"
     ).is_file()  # in-memory base saved for the adapter
+    for folder in (result.final_dir, result.merged_dir):  # the records' 8x8 grid, read from the answers
+        assert json.loads((folder / "text4seg.json").read_text()) == {"grid": [8, 8]}
     model.eval()
     x = torch.tensor([[3, 4, 5, 6, 7]])
     with torch.no_grad():

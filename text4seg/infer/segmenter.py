@@ -15,7 +15,6 @@ grid into a sharper mask; both masks are kept.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,13 +36,10 @@ from text4seg.infer.constrain import (
 )
 from text4seg.infer.images import ImageInput, load_image
 from text4seg.infer.prompts import Query, make_query
+from text4seg.infer.settings import load_settings, write_settings
 from text4seg.models import registry
 
 Target = str | Sequence[str]
-
-SETTINGS_FILE = "text4seg.json"
-"""Segmenter settings saved beside a model (`Segmenter.save_settings`), read by `from_pretrained`."""
-SETTINGS = ("grid", "target_label", "answer_sentences", "question", "upsample", "background_bias")
 
 
 @dataclass
@@ -107,26 +103,6 @@ class SegmentationResult:
             "refined": self.refined_mask is not None,
             "refinement": self.refinement.as_dict() if hasattr(self.refinement, "as_dict") else None,
         }
-
-
-def load_settings(path_or_id: str | Path) -> dict[str, Any]:
-    """The settings saved in a model folder's text4seg.json (empty for hub ids and folders without one)."""
-    path = Path(path_or_id) / SETTINGS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable settings file ({err})") from err
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(saved).__name__}")
-    unknown = sorted(set(saved) - set(SETTINGS))
-    if unknown:
-        raise ValueError(f"{path}: unknown settings {unknown}; known: {list(SETTINGS)}")
-    settings = {k: v for k, v in saved.items() if v is not None}
-    if "grid" in settings:
-        settings["grid"] = tuple(settings["grid"]) if isinstance(settings["grid"], list) else settings["grid"]
-    return settings
 
 
 class _ForwardCounter:
@@ -282,10 +258,7 @@ class Segmenter:
 
     def save_settings(self, folder: str | Path) -> Path:
         """Write `settings()` to FOLDER/text4seg.json, so `from_pretrained(FOLDER)` restores them."""
-        path = Path(folder) / SETTINGS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.settings(), indent=2) + "\n", encoding="utf-8")
-        return path
+        return write_settings(folder, self.settings())
 
     def _sentences(self, query: Query) -> Sequence[str] | None:
         if self.answer_sentences == "none":

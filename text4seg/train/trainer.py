@@ -558,7 +558,9 @@ class _Trainer:
             if ev is not None:
                 result.eval_losses.append((state["step"], ev))
                 self.log({"step": state["step"], "eval_loss": ev})
-        result.final_dir, result.merged_dir = self.save_final(model, processor, base_name)
+        result.final_dir, result.merged_dir = self.save_final(
+            model, processor, base_name, _settings(train_ds)
+        )
         result.steps = state["step"]
         result.epochs_completed = state["epoch"] + state["batches_in_epoch"] / max(1, per_process_batches)
         result.losses = list(state["losses"])
@@ -577,8 +579,11 @@ class _Trainer:
             acc.end_training()
         return result
 
-    def save_final(self, model: Any, processor: Any, base_name: str) -> tuple[Path, Path | None]:
-        """Write the adapter (or full model) + processor to final/, and merged/ on request."""
+    def save_final(
+        self, model: Any, processor: Any, base_name: str, settings: dict[str, Any] | None = None
+    ) -> tuple[Path, Path | None]:
+        """Write the adapter (or full model) + processor to final/, and merged/ on request, each with the
+        segmenter settings the training records imply (text4seg.json: grid, fixed target label, …)."""
         acc = self.accelerator
         acc.wait_for_everyone()
         unwrapped = acc.unwrap_model(model)
@@ -592,6 +597,8 @@ class _Trainer:
                     peft_cfg.base_model_name_or_path = base_name
             unwrapped.save_pretrained(final, state_dict=state_dict, safe_serialization=True)
             processor.save_pretrained(final)
+            if settings:
+                _write_settings(final, settings)
             if self.config.output.save_merged and is_peft:
                 import copy
 
@@ -599,8 +606,22 @@ class _Trainer:
                 merged_dir = self.out / "merged"
                 merged.save_pretrained(merged_dir, safe_serialization=True)
                 processor.save_pretrained(merged_dir)
+                if settings:
+                    _write_settings(merged_dir, settings)
         acc.wait_for_everyone()
         return final, merged_dir
+
+
+def _settings(records: Any) -> dict[str, Any]:
+    from text4seg.infer.settings import settings_from_records
+
+    return settings_from_records(records)
+
+
+def _write_settings(folder: Path, settings: dict[str, Any]) -> None:
+    from text4seg.infer.settings import write_settings
+
+    write_settings(folder, settings)
 
 
 def _fresh_single_process_state() -> None:
