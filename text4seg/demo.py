@@ -25,7 +25,9 @@ random model can find image row k when it writes descriptor row k:
   rotary offset from image row k;
 - the question before the image and no answer sentence, so that offset is the same for every record;
 - a small rotary base (`rope_theta=100`), for sharper position-selective attention over 16 rows;
-- the random vision tower frozen (training it collapsed its features), a learning-rate schedule over
+- the random vision tower trained at a tenth of the language model's learning rate (3e-4): the column
+  of an object has to be read from the image tokens' values, and a frozen random tower's position
+  embedding does not give it (at the full rate its features collapsed); a learning-rate schedule over
   the time budget (warmup, cosine), and a curriculum of single-shape images first.
 - at evaluation, a background bias (`text4seg.infer.bias`) chosen on the val split: a small model that
   knows a row holds the object spreads that belief over many row tokens, so greedy decoding would keep
@@ -95,9 +97,9 @@ class DemoConfig:
     target_label: str | None = "target"  # one fixed label for referred cells (None: the expression)
     whole_rows: bool = True  # the fitted tokenizer may make a whole descriptor row one token
     curriculum: int = 5000  # first training samples drawn from images holding a single shape (-1: all)
-    # optimisation (`train_vision` False keeps the random vision tower frozen; the projector always trains)
-    train_vision: bool = False
-    vision_lr: float | None = None
+    # optimisation (`train_vision` False freezes the random vision tower; the projector always trains)
+    train_vision: bool = True
+    vision_lr: float | None = 3e-4
     projector_lr: float | None = 1e-3
     weight_decay: float = 0.0
     lr: float = 3e-3
