@@ -470,13 +470,13 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
         _stage(progress, f"    background bias: calibrating on {len(validation)} val expressions")
         calibration = calibrate_background_bias(segmenter, validation)
         segmenter.background_bias = 0.0
-        unbiased = _coarse(evaluate(segmenter, held_out, split="test", batch_size=8, progress=False))
+        unbiased = evaluate(segmenter, held_out, split="test", batch_size=8, progress=False).refer_coarse()
     segmenter.background_bias = calibration.bias if calibration else float(cfg.background_bias or 0.0)
     segmenter.save_settings(model_dir)
     report = evaluate(
         segmenter, held_out, split="test", batch_size=8, out_dir=out / "eval", progress=progress
     )
-    coarse = _coarse(report)
+    coarse = report.refer_coarse()
     baseline, ceiling = reference_scores(held_out, upsample=segmenter.upsample)
 
     _stage(progress, "5/5 pictures")
@@ -525,11 +525,6 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
         "model": model_dir,
     }
     return DemoResult(summary, out, files)
-
-
-def _coarse(report: Any) -> dict[str, Any]:
-    groups = report.metrics["refer"]
-    return groups["all"]["coarse"] if "all" in groups else next(iter(groups.values()))["coarse"]
 
 
 def _loss_history(path: Path) -> tuple[list[float], list[float]]:

@@ -187,3 +187,15 @@ def test_extract_segments_finds_every_block():
 
 def test_format_answer_matches_reference_layout():
     assert t4s.format_answer("It is here.", "others *4\n") == "It is here.\n<seg>others *4\n</seg>"
+
+
+def test_descriptor_grid_size_reads_any_grid_and_refuses_malformed_text():
+    from text4seg.codec import descriptor_grid_size
+
+    grid = np.zeros((5, 7), dtype=np.int64)
+    grid[1:3, 2:5] = 1
+    text = t4s.grid_to_text(grid, ["others", "red circle"])
+    assert descriptor_grid_size(text) == (5, 7)
+    assert descriptor_grid_size(text.replace("*7", "*6", 1)) is None  # first row short of the others
+    assert descriptor_grid_size("others *4\n others *4") is None  # no final newline
+    assert descriptor_grid_size("hello") is None

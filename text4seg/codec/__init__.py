@@ -3,7 +3,15 @@
 from .descriptor import Descriptor, decode, encode_label_map, encode_mask, extract_segments, format_answer
 from .format import TEXT4SEG, DescriptorFormat, LabelError, check_label
 from .grid import grid_to_mask, label_map_to_grid, mask_to_box, mask_to_grid
-from .rle import DescriptorParseError, Repair, grid_to_cell_text, grid_to_text, parse_lenient, parse_strict
+from .rle import (
+    DescriptorParseError,
+    Repair,
+    descriptor_grid_size,
+    grid_to_cell_text,
+    grid_to_text,
+    parse_lenient,
+    parse_strict,
+)
 
 __all__ = [
     "TEXT4SEG",
@@ -14,6 +22,7 @@ __all__ = [
     "Repair",
     "check_label",
     "decode",
+    "descriptor_grid_size",
     "encode_label_map",
     "encode_mask",
     "extract_segments",

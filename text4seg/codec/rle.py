@@ -319,6 +319,24 @@ def _compact(grid: np.ndarray, known: list[str]) -> tuple[np.ndarray, list[str]]
     return remap[grid], [known[v] for v in present]
 
 
+def descriptor_grid_size(text: str, fmt: DescriptorFormat = TEXT4SEG) -> tuple[int, int] | None:
+    """`(rows, cols)` of bare descriptor text written exactly in `fmt`'s layout, whatever grid size it
+    was written for (`fmt.grid` is ignored); None when the text is not such a descriptor."""
+    body = text[: -len(fmt.end)] if fmt.end and text.endswith(fmt.end) else text
+    lines = body.split(fmt.row_sep)
+    runs = _strict_row(lines[0], fmt)
+    if not runs:
+        return None
+    size = (len(lines), sum(count or 0 for _, count in runs))
+    if not size[1]:
+        return None
+    try:
+        parse_strict(text, fmt.with_grid(size))
+    except DescriptorParseError:
+        return None
+    return size
+
+
 def _strict_row(line: str, fmt: DescriptorFormat) -> list[tuple[str, int | None]] | None:
     """The runs of a row written exactly in the format, or None when it is not."""
     runs: list[tuple[str, int | None]] = []

@@ -45,11 +45,7 @@ def calibrate_background_bias(
     for bias in candidates:
         segmenter.background_bias = bias
         report = evaluate(segmenter, records, batch_size=batch_size, progress=progress)
-        groups = report.metrics.get("refer") or {}
-        if not groups:
-            raise ValueError("calibration needs referring records (task 'refer')")
-        coarse = groups["all"]["coarse"] if "all" in groups else next(iter(groups.values()))["coarse"]
-        score = float(coarse[metric])
+        score = float(report.refer_coarse()[metric])
         worse = worse + 1 if scores and score < max(scores.values()) else 0
         scores[bias] = score
         if adaptive and worse >= PATIENCE:

@@ -237,6 +237,15 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         return {"info": self.info, "metrics": self.metrics}
 
+    def refer_coarse(self) -> dict[str, Any]:
+        """The coarse referring metrics over all samples (the "all" group, or the only group).
+
+        Raises ValueError when the report holds no referring samples."""
+        groups = self.metrics.get("refer") or {}
+        if not groups:
+            raise ValueError("the report has no referring samples (task 'refer')")
+        return groups["all"]["coarse"] if "all" in groups else next(iter(groups.values()))["coarse"]
+
     def write(self, out_dir: str | os.PathLike) -> Path:
         """Write `report.json` and `samples.jsonl` under `out_dir`; returns the report's path."""
         out = Path(out_dir)

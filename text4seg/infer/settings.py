@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from text4seg.codec import TEXT4SEG
+from text4seg.codec import TEXT4SEG, descriptor_grid_size, extract_segments
 
 SETTINGS_FILE = "text4seg.json"
 """The settings file's name in a model folder."""
@@ -81,19 +81,8 @@ def _answer(record: dict[str, Any]) -> str:
 
 def _answer_grid(answer: str) -> tuple[int, int] | None:
     """(rows, cols) of the answer's first descriptor, when it parses strictly; else None."""
-    from text4seg.codec import DescriptorParseError, decode, extract_segments
-
     segments = extract_segments(answer)
-    if not segments:
-        return None
-    text = segments[0]
-    rows = text.rstrip(TEXT4SEG.end).split(TEXT4SEG.row_sep)
-    try:
-        cols = sum(int(run.rsplit(TEXT4SEG.count_sep, 1)[1]) for run in rows[0].split(TEXT4SEG.run_sep))
-        decode(text, TEXT4SEG.with_grid((len(rows), cols)), strict=True)
-    except (IndexError, ValueError, DescriptorParseError):
-        return None
-    return len(rows), cols
+    return descriptor_grid_size(segments[0]) if segments else None
 
 
 def write_settings(folder: str | Path, settings: dict[str, Any]) -> Path:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from text4seg.infer.settings import settings_from_records, write_settings
+
 from .config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -559,7 +561,7 @@ class _Trainer:
                 result.eval_losses.append((state["step"], ev))
                 self.log({"step": state["step"], "eval_loss": ev})
         result.final_dir, result.merged_dir = self.save_final(
-            model, processor, base_name, _settings(train_ds)
+            model, processor, base_name, settings_from_records(train_ds)
         )
         result.steps = state["step"]
         result.epochs_completed = state["epoch"] + state["batches_in_epoch"] / max(1, per_process_batches)
@@ -598,7 +600,7 @@ class _Trainer:
             unwrapped.save_pretrained(final, state_dict=state_dict, safe_serialization=True)
             processor.save_pretrained(final)
             if settings:
-                _write_settings(final, settings)
+                write_settings(final, settings)
             if self.config.output.save_merged and is_peft:
                 import copy
 
@@ -607,21 +609,9 @@ class _Trainer:
                 merged.save_pretrained(merged_dir, safe_serialization=True)
                 processor.save_pretrained(merged_dir)
                 if settings:
-                    _write_settings(merged_dir, settings)
+                    write_settings(merged_dir, settings)
         acc.wait_for_everyone()
         return final, merged_dir
-
-
-def _settings(records: Any) -> dict[str, Any]:
-    from text4seg.infer.settings import settings_from_records
-
-    return settings_from_records(records)
-
-
-def _write_settings(folder: Path, settings: dict[str, Any]) -> None:
-    from text4seg.infer.settings import write_settings
-
-    write_settings(folder, settings)
 
 
 def _fresh_single_process_state() -> None:
