@@ -159,6 +159,19 @@ def test_time_budget_stops_and_saves(records, tmp_path):
     assert (result.final_dir / "adapter_model.safetensors").is_file()
 
 
+def test_time_scheduled_run_shows_seconds_of_its_budget(records, tmp_path, capsys):
+    cfg = _config(
+        tmp_path,
+        optim={"schedule_by": "time"},
+        loop={"max_steps": 100_000, "max_minutes": 0.5, "progress": True},
+    )
+    cfg.loop.max_steps = 3  # stop after three steps: the bar still counts seconds out of the 30-s budget
+    result = train(cfg, train_dataset=records[:2])
+    err = capsys.readouterr().err
+    assert result.steps == 3
+    assert "/30 [" in err and "step=3" in err and "/3 [" not in err
+
+
 def test_epochs_accumulation_eval_and_skips(records, tmp_path):
     cfg = _config(
         tmp_path, loop={"max_steps": None, "epochs": 2, "batch_size": 1, "grad_accum": 2, "eval_every": 2}

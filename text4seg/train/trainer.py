@@ -323,6 +323,8 @@ class _Trainer:
     def evaluate(self, model: Any, loader: Any) -> float | None:
         import torch
 
+        from .loss import answer_loss, keeps_logits
+
         if loader is None:
             return None
         model.eval()
@@ -336,7 +338,7 @@ class _Trainer:
                 batch.pop("ids", None)
                 if "input_ids" not in batch:
                     continue
-                loss = model(**batch).loss.detach()
+                loss = answer_loss(model, batch, keeps_logits(model)).detach()
                 total += float(self.accelerator.reduce(loss, reduction="mean"))
                 count += 1
         model.train()
@@ -352,6 +354,7 @@ class _Trainer:
         from text4seg.models import registry
 
         from .collate import Collator
+        from .loss import answer_loss, keeps_logits
 
         cfg = self.config
         loop = cfg.loop
@@ -461,12 +464,16 @@ class _Trainer:
             total_parameters=total,
         )
         stop = None
+        # A run bounded by its time budget (schedule_by=time) shows seconds spent, not steps out of a horizon.
+        by_time = time_fraction is not None
         bar = tqdm(
-            total=total_steps,
-            initial=state["step"],
+            total=round(loop.max_minutes * 60) if by_time else total_steps,
+            initial=0 if by_time else state["step"],
+            unit="s" if by_time else "it",
             disable=not (loop.progress and acc.is_local_main_process),
             desc="train",
         )
+        keep = keeps_logits(model)  # logits only where answer tokens are predicted (text4seg.train.loss)
         micro_losses: list[float] = []
         tokens = 0
         last_batch = None
@@ -493,8 +500,8 @@ class _Trainer:
                 if empty and last_batch is None:
                     continue
                 with acc.accumulate(model):
-                    out = model(**(last_batch if empty else batch))
-                    loss = out.loss * 0.0 if empty else out.loss
+                    raw_loss = answer_loss(model, last_batch if empty else batch, keep)
+                    loss = raw_loss * 0.0 if empty else raw_loss
                     acc.backward(loss)
                     grad_norm = None
                     if acc.sync_gradients and cfg.optim.max_grad_norm:
@@ -505,7 +512,7 @@ class _Trainer:
                     optimizer.zero_grad()
                 if not empty:
                     last_batch = batch
-                    micro_losses.append(float(acc.reduce(out.loss.detach(), reduction="mean")))
+                    micro_losses.append(float(acc.reduce(raw_loss.detach(), reduction="mean")))
                     tokens += int((batch["labels"] != -100).sum())
                 if not acc.sync_gradients:
                     continue
@@ -526,8 +533,12 @@ class _Trainer:
                 micro_losses, tokens, step_started = [], 0, now
                 if state["step"] % max(1, loop.log_every) == 0 or state["step"] == total_steps:
                     self.log(record)
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.4f}")
+                if by_time:
+                    bar.update(max(0, min(bar.total, int(now - started)) - bar.n))
+                    bar.set_postfix(step=state["step"], loss=f"{step_loss:.4f}")
+                else:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{step_loss:.4f}")
                 if loop.eval_every and state["step"] % loop.eval_every == 0:
                     ev = self.evaluate(model, eval_loader)
                     if ev is not None:
