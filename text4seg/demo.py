@@ -25,6 +25,8 @@ random model can find image row k when it writes descriptor row k:
   rotary offset from image row k;
 - the question before the image and no answer sentence, so that offset is the same for every record;
 - a small rotary base (`rope_theta=100`), for sharper position-selective attention over 16 rows;
+- the vision tower's position table started as a 2-D sin-cos code at the scale of its patch features
+  (`text4seg.models.positions`): a random table starts at a sixteenth of that scale and barely grows;
 - the random vision tower trained at a tenth of the language model's learning rate (3e-4): the column
   of an object has to be read from the image tokens' values, and a frozen random tower's position
   embedding does not give it (at the full rate its features collapsed); a learning-rate schedule over
@@ -89,6 +91,8 @@ class DemoConfig:
     vision_hidden_size: int = 64
     vision_layers: int = 2
     rope_theta: float | None = 100.0  # None: the architecture's default (10000)
+    vision_positions: str = "sincos"  # "sincos": 2-D sin-cos start for the vision position table; "random"
+    vision_position_scale: float | None = None  # None: the patch features' scale
     # the demo's levers (see the module docstring)
     question_first: bool = True
     fit_tokenizer: bool = True
@@ -289,6 +293,7 @@ def _piece_pattern(fmt: t4s.DescriptorFormat, whole_rows: bool) -> str:
 
 def make_model(cfg: DemoConfig, train_records: Any, workdir: Path) -> tuple[Any, Any]:
     """The tiny random-initialised model and its processor, with the demo's levers applied."""
+    from text4seg.models.positions import init_vision_positions
     from text4seg.models.tiny import build_tiny
 
     _, processor = build_tiny(cfg.arch, image_size=cfg.image_size, patch_size=cfg.patch_size, seed=cfg.seed)
@@ -310,6 +315,10 @@ def make_model(cfg: DemoConfig, train_records: Any, workdir: Path) -> tuple[Any,
         text_config=_text_overrides(cfg, vocab),
         vision_config=_vision_overrides(cfg),
     )
+    if cfg.vision_positions == "sincos":
+        init_vision_positions(model, cfg.vision_position_scale)
+    elif cfg.vision_positions != "random":
+        raise ValueError(f"vision_positions must be 'sincos' or 'random', got {cfg.vision_positions!r}")
     for part in ("image_processor", "video_processor"):
         sub = getattr(processor, part, None)
         if sub is not None and hasattr(sub, "merge_size"):
