@@ -101,3 +101,28 @@ def test_time_budget_schedules_the_learning_rate_by_the_clock(tmp_path):
     assert (by_time.scheduler, by_time.schedule_by) == ("cosine", "time")
     by_steps = train_config(DemoConfig(schedule_steps=500), tmp_path).optim
     assert (by_steps.scheduler, by_steps.schedule_by) == ("cosine", "steps")
+
+
+def test_training_order_puts_the_curriculum_first_and_can_group_by_image():
+    from datasets import Dataset
+
+    from text4seg.demo import DemoConfig, training_order
+
+    images = [1, 1, 1, 2, 3, 3, 4, 4, 4, 4]
+    shapes = {1: 3, 2: 1, 3: 2, 4: 1}
+    records = Dataset.from_dict(
+        {
+            "id": [f"r{i}" for i in range(len(images))],
+            "source": [{"image_id": image} for image in images],
+            "num_shapes": [shapes[image] for image in images],
+        }
+    )
+    plain = training_order(records, DemoConfig(curriculum=3))
+    assert len(plain) == 3 + len(records)
+    assert all(shapes[s["image_id"]] == 1 for s in plain["source"][:3])
+    assert sorted(plain["id"][3:]) == sorted(records["id"])
+    grouped = training_order(records, DemoConfig(curriculum=0, group_by_image=True))
+    order = [s["image_id"] for s in grouped["source"]]
+    assert sorted(grouped["id"]) == sorted(records["id"])
+    assert len([k for k in range(1, len(order)) if order[k] != order[k - 1]]) == 3  # four unbroken runs
+    assert training_order(records, DemoConfig(curriculum=-1))["num_shapes"] == [1] * 5

@@ -88,6 +88,7 @@ class DemoConfig:
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
+    intermediate_size: int | None = None  # the language model's MLP width (None: 4 × hidden_size)
     vision_hidden_size: int = 64
     vision_layers: int = 2
     rope_theta: float | None = 100.0  # None: the architecture's default (10000)
@@ -101,6 +102,7 @@ class DemoConfig:
     target_label: str | None = "target"  # one fixed label for referred cells (None: the expression)
     whole_rows: bool = True  # the fitted tokenizer may make a whole descriptor row one token
     curriculum: int = 5000  # first training samples drawn from images holding a single shape (-1: all)
+    group_by_image: bool = False  # after the curriculum, an image's expressions follow one another
     # optimisation (`train_vision` False freezes the random vision tower; the projector always trains)
     train_vision: bool = True
     vision_lr: float | None = 3e-4
@@ -203,14 +205,25 @@ def _shapes_per_image(instances: Path) -> dict[int, int]:
 
 def training_order(records: Any, cfg: DemoConfig) -> Any:
     """The training records in the order they are seen: `cfg.curriculum` samples from single-shape
-    images first (shuffled), then every record (shuffled); -1 trains on single-shape images only."""
+    images first (shuffled), then every record (shuffled, or grouped by image with
+    `cfg.group_by_image`); -1 trains on single-shape images only."""
     rng = np.random.default_rng(cfg.seed)
     single = [i for i, n in enumerate(records["num_shapes"]) if n == 1]
     if cfg.curriculum < 0:
         return records.select(rng.permutation(single).tolist())
     head = rng.choice(single, size=cfg.curriculum, replace=len(single) < cfg.curriculum) if single else []
-    order = [int(i) for i in head] + rng.permutation(len(records)).tolist()
-    return records.select(order)
+    tail = _grouped_by_image(records, rng) if cfg.group_by_image else rng.permutation(len(records)).tolist()
+    return records.select([int(i) for i in head] + tail)
+
+
+def _grouped_by_image(records: Any, rng: np.random.Generator) -> list[int]:
+    """Every record once: images in random order, each image's records (its expressions) together, so a
+    batch holds the same picture asked about different shapes."""
+    groups: dict[int, list[int]] = {}
+    for index, source in enumerate(records["source"]):
+        groups.setdefault(int(source["image_id"]), []).append(index)
+    images = list(groups.values())
+    return [int(i) for g in rng.permutation(len(images)) for i in rng.permutation(images[g])]
 
 
 def _drop_sentence(record: dict[str, Any]) -> dict[str, Any]:
@@ -330,7 +343,10 @@ def make_model(cfg: DemoConfig, train_records: Any, workdir: Path) -> tuple[Any,
 
 
 def _text_overrides(cfg: DemoConfig, vocab: int) -> dict[str, Any]:
-    text: dict[str, Any] = {"vocab_size": vocab, "intermediate_size": cfg.hidden_size * 4}
+    text: dict[str, Any] = {
+        "vocab_size": vocab,
+        "intermediate_size": cfg.intermediate_size or cfg.hidden_size * 4,
+    }
     if cfg.rope_theta is not None:
         text["rope_parameters"] = {"rope_theta": float(cfg.rope_theta)}
     return text
@@ -457,7 +473,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
     shutil.rmtree(run_dir, ignore_errors=True)
     tcfg = train_config(cfg, run_dir, progress)
     ordered = train_records
-    if cfg.curriculum:
+    if cfg.curriculum or cfg.group_by_image:
         ordered = training_order(train_records, cfg)
         tcfg.data.shuffle = False
     result = train(tcfg, train_dataset=ordered, model=model, processor=processor)
