@@ -126,3 +126,15 @@ def test_training_order_puts_the_curriculum_first_and_can_group_by_image():
     assert sorted(grouped["id"]) == sorted(records["id"])
     assert len([k for k in range(1, len(order)) if order[k] != order[k - 1]]) == 3  # four unbroken runs
     assert training_order(records, DemoConfig(curriculum=-1))["num_shapes"] == [1] * 5
+
+
+def test_spread_sample_draws_across_the_split_in_order():
+    from datasets import Dataset
+
+    from text4seg.demo import spread_sample
+
+    records = Dataset.from_dict({"id": list(range(100))})
+    picked = spread_sample(records, 10, seed=0)["id"]
+    assert len(set(picked)) == 10 and picked == sorted(picked) and picked[-1] > 50
+    assert picked == spread_sample(records, 10, seed=0)["id"]
+    assert len(spread_sample(records, 500, seed=0)) == 100

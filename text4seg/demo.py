@@ -5,11 +5,11 @@
 1. `text4seg.data`: draw a synthetic shapes dataset in the RefCOCO file layout and build its records
    (1-3 shapes of several colours, kinds and sizes per image; every other image holds a distractor that
    shares a colour or a kind with the target; expressions name colour and kind);
-2. `text4seg.models.tiny.build_tiny`: a random-initialised Qwen3-VL of ~1M parameters, with the demo's
+2. `text4seg.models.tiny.build_tiny`: a random-initialised Qwen3-VL of 0.52M parameters, with the demo's
    choices below;
 3. `text4seg.train.train`: full fine-tuning for at most `minutes` of wall-clock time;
 4. `text4seg.infer.Segmenter` (grammar-constrained decoding) and `text4seg.eval.evaluate`: gIoU/cIoU on
-   held-out images, beside the all-background baseline and the ceiling of the descriptor grid itself
+   held-out expressions drawn across the test split, beside the all-background baseline and the ceiling of the descriptor grid itself
    (the ground truth passed through the codec and back);
 5. `text4seg.viz`: a sheet of predictions and the loss curve.
 
@@ -27,6 +27,7 @@ random model can find image row k when it writes descriptor row k:
 - a small rotary base (`rope_theta=100`), for sharper position-selective attention over 16 rows;
 - the vision tower's position table started as a 2-D sin-cos code at the scale of its patch features
   (`text4seg.models.positions`): a random table starts at a sixteenth of that scale and barely grows;
+- a narrow language MLP (256 = 2 × hidden): a step 1.2× faster, and better at equal time;
 - the random vision tower trained at a tenth of the language model's learning rate (3e-4): the column
   of an object has to be read from the image tokens' values, and a frozen random tower's position
   embedding does not give it (at the full rate its features collapsed); a learning-rate schedule over
@@ -41,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -80,7 +82,7 @@ class DemoConfig:
     # data
     num_images: int = 6000
     image_size: int = 128
-    eval_samples: int = 100
+    eval_samples: int = 500  # drawn across the test split (`spread_sample`); evaluation is ~50 per second
     # model (build_tiny arguments; `merge` = Qwen's spatial merge, 1 = one token per patch)
     arch: str = "qwen3_vl"
     patch_size: int = 8
@@ -88,7 +90,7 @@ class DemoConfig:
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
-    intermediate_size: int | None = None  # the language model's MLP width (None: 4 × hidden_size)
+    intermediate_size: int | None = 256  # the language model's MLP width (None: 4 × hidden_size)
     vision_hidden_size: int = 64
     vision_layers: int = 2
     rope_theta: float | None = 100.0  # None: the architecture's default (10000)
@@ -117,11 +119,11 @@ class DemoConfig:
     # evaluation
     constrained: bool = True
     background_bias: float | None = None  # None: calibrated on the val split (text4seg.eval.calibrate)
-    calibration_samples: int = 100
+    calibration_samples: int = 200
     examples: int = 12
-    threads: int | None = (
-        1  # tiny matrices: more threads barely help, and on a shared CPU they spin (measured 20x slower)
-    )
+    # torch threads, capped at the CPU count: alone on 2 cores, 2 threads make a step 1.25x faster; two
+    # runs at once must take 1 each (on an oversubscribed CPU the threads spin: measured 20x slower)
+    threads: int | None = 2
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,6 +226,17 @@ def _grouped_by_image(records: Any, rng: np.random.Generator) -> list[int]:
         groups.setdefault(int(source["image_id"]), []).append(index)
     images = list(groups.values())
     return [int(i) for g in rng.permutation(len(images)) for i in rng.permutation(images[g])]
+
+
+def spread_sample(records: Any, n: int, seed: int) -> Any:
+    """`n` records drawn at random (seeded) across the split, in split order. The first `n` records would
+    come from a few dozen images, since an image's expressions are consecutive: measured on the final
+    demo model, the first 100 test expressions (about 30 images) scored gIoU 0.309, 500 drawn at random
+    (339 images) 0.380."""
+    if n >= len(records):
+        return records
+    picked = np.random.default_rng(seed).choice(len(records), size=n, replace=False)
+    return records.select(sorted(int(i) for i in picked))
 
 
 def _drop_sentence(record: dict[str, Any]) -> dict[str, Any]:
@@ -454,15 +467,15 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(max(1, min(cfg.threads, os.cpu_count() or 1)))
     torch.manual_seed(cfg.seed)
     started = time.monotonic()
 
     _stage(progress, f"1/5 data: {cfg.num_images} synthetic images, {cfg.image_size} px")
     data = make_data(cfg, out, progress)
     train_records, held_out = data["train"], data["test"]
-    held_out = held_out.select(range(min(cfg.eval_samples, len(held_out))))
-    validation = data["val"].select(range(min(cfg.calibration_samples, len(data["val"]))))
+    held_out = spread_sample(held_out, cfg.eval_samples, cfg.seed)
+    validation = spread_sample(data["val"], cfg.calibration_samples, cfg.seed)
 
     _stage(progress, "2/5 model: tiny random-initialised " + cfg.arch)
     model, processor = make_model(cfg, train_records, out / DATA_DIR / "processor")

@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--eval-samples", type=int, default=None, help="held-out expressions to score (default 100)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default 1; see bench/results/demo.md)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default 2, at most the CPU count; 1 when another run shares the CPU)",
     )
     parser.add_argument(
         "--no-constrained", action="store_true", help="evaluate with free generation instead of the grammar"
