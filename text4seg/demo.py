@@ -9,8 +9,8 @@
    choices below;
 3. `text4seg.train.train`: full fine-tuning for at most `minutes` of wall-clock time;
 4. `text4seg.infer.Segmenter` (grammar-constrained decoding) and `text4seg.eval.evaluate`: gIoU/cIoU on
-   held-out expressions drawn across the test split, beside the all-background baseline and the ceiling of the descriptor grid itself
-   (the ground truth passed through the codec and back);
+   held-out expressions drawn across the test split, beside the all-background baseline and the
+   ceiling of the descriptor grid itself (the ground truth passed through the codec and back);
 5. `text4seg.viz`: a sheet of predictions and the loss curve.
 
 The demo's levers (each measured in bench/results/demo.md, with what it did). The aim is that a

@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--num-images", type=int, default=None, help="synthetic images to draw (default 6000)"
     )
     parser.add_argument(
-        "--eval-samples", type=int, default=None, help="held-out expressions to score (default 100)"
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="held-out expressions to score, drawn across the test split (default 500)",
     )
     parser.add_argument(
         "--threads",

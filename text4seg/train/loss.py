@@ -1,9 +1,9 @@
 """The training loss on answer tokens, with logits computed only where an answer token is predicted.
 
 A model's own loss (`model(**batch, labels=...)`) projects every position onto the vocabulary, image
-tokens and prompt included, although only the answer's labels count. For a real checkpoint that is the
-largest activation of the step (8 × 1,300 positions × 152k vocabulary in fp32 is 6 GB for Qwen2-VL);
-for the demo's tiny model it is a fifth of the step's time. `answer_loss` asks the model for the logits
+tokens and prompt included, although only the answer's labels count. For a real checkpoint that can be
+the largest activation of the step (8 × 1,300 positions × 152k vocabulary in fp32 is 6 GB for Qwen2-VL;
+computed, not measured here); for the demo's tiny model (~650 tokens) it saved 2-7 % of a step. `answer_loss` asks the model for the logits
 of the last positions only (`logits_to_keep`, which every supported architecture takes), from the
 first answer token of the batch on, and computes the same mean cross-entropy as the model would.
 """

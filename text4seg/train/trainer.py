@@ -328,6 +328,7 @@ class _Trainer:
         if loader is None:
             return None
         model.eval()
+        keep = keeps_logits(model)
         total, count = 0.0, 0
         limit = self.config.loop.eval_batches
         with torch.no_grad():
@@ -338,7 +339,7 @@ class _Trainer:
                 batch.pop("ids", None)
                 if "input_ids" not in batch:
                     continue
-                loss = answer_loss(model, batch, keeps_logits(model)).detach()
+                loss = answer_loss(model, batch, keep).detach()
                 total += float(self.accelerator.reduce(loss, reduction="mean"))
                 count += 1
         model.train()
