@@ -7,8 +7,9 @@
    the image's number of annotations: with k shapes, a model that ignores the expression hits the
    target about 1/k of the time.
 2. Swap: teacher-forced answer loss of test records with their own question, and with the question of
-   another shape of the same image (same image, same answer). Equal losses mean the expression is
-   not read at all.
+   another shape of the same image (same image, same descriptor). Equal losses mean the expression is
+   not read at all. For a run trained with `answer_prefix`, the answer opens with the colour and kind
+   of the question asked, so that the difference lies in the descriptor.
 
 Run: `.venv/bin/python bench/probe_grounding.py RUN_DIR [IMAGES]`, RUN_DIR a `text4seg demo --out`
 folder; IMAGES (default 80) bounds the swap probe.
@@ -100,7 +101,7 @@ def swap(run_dir: str, images: int) -> tuple[float, float, int]:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from text4seg.demo import _drop_sentence
+    from text4seg.demo import _drop_sentence, _prefix_answer
     from text4seg.infer.settings import load_settings
     from text4seg.models import registry
     from text4seg.train.collate import Collator
@@ -109,7 +110,11 @@ def swap(run_dir: str, images: int) -> tuple[float, float, int]:
     model = AutoModelForImageTextToText.from_pretrained(f"{run_dir}/model").eval()
     processor = AutoProcessor.from_pretrained(f"{run_dir}/model")
     records = datasets.load_from_disk(f"{run_dir}/data/refcoco")["test"]
-    if load_settings(f"{run_dir}/model").get("answer_sentences") == "none":
+    config = json.loads(open(f"{run_dir}/report.json", encoding="utf-8").read()).get("config", {})
+    prefixed = bool(config.get("answer_prefix"))
+    if prefixed:
+        records = records.map(_prefix_answer)
+    elif load_settings(f"{run_dir}/model").get("answer_sentences") == "none":
         records = records.map(_drop_sentence)
     groups: dict[int, list[int]] = defaultdict(list)
     for index, source in enumerate(records["source"]):
@@ -132,9 +137,13 @@ def swap(run_dir: str, images: int) -> tuple[float, float, int]:
             others = [b for b in rng.permutation(len(group)) if answer[b] != answer[a]]
             if not others:
                 continue
-            asked_else = dict(
-                record, messages=[group[int(others[0])]["messages"][0], *record["messages"][1:]]
-            )
+            other = group[int(others[0])]
+            reply = record["messages"][-1]
+            if prefixed:  # the other question's colour and kind, then this record's descriptor
+                head = answer[int(others[0])].split("\n", 1)[0]
+                body = answer[a].split("\n", 1)[1]
+                reply = dict(reply, content=[{"type": "text", "text": f"{head}\n{body}"}])
+            asked_else = dict(record, messages=[other["messages"][0], *record["messages"][1:-1], reply])
             own.append(loss(record))
             swapped.append(loss(asked_else))
     return float(np.mean(own)), float(np.mean(swapped)), len(own)

@@ -128,6 +128,75 @@ def test_training_order_puts_the_curriculum_first_and_can_group_by_image():
     assert training_order(records, DemoConfig(curriculum=-1))["num_shapes"] == [1] * 5
 
 
+def test_color_unique_reads_the_colours_of_an_images_other_expressions():
+    from datasets import Dataset
+
+    from text4seg.demo import color_unique
+
+    records = Dataset.from_dict(
+        {
+            "source": [
+                {"image_id": 1, "ann_ids": [1]},
+                {"image_id": 1, "ann_ids": [1]},  # a second sentence for the same shape
+                {"image_id": 1, "ann_ids": [2]},
+                {"image_id": 1, "ann_ids": [3]},
+                {"image_id": 2, "ann_ids": [4]},
+                {"image_id": 3, "ann_ids": [5]},
+            ],
+            "expression": [
+                "the red circle",
+                "circle that is red",
+                "the blue circle",
+                "the small blue square",
+                "the green star",
+                "the shape",
+            ],
+        }
+    )
+    assert color_unique(records) == [True, True, False, False, True, False]
+
+
+def test_training_order_puts_a_color_stage_after_the_single_shapes():
+    from datasets import Dataset
+
+    from text4seg.demo import DemoConfig, training_order
+
+    records = Dataset.from_dict(
+        {
+            "id": [f"r{i}" for i in range(6)],
+            "num_shapes": [1, 1, 2, 2, 3, 3],
+            "color_unique": [True, True, True, False, True, False],
+        }
+    )
+    order = training_order(records, DemoConfig(curriculum=4, color_stage=5))
+    assert len(order) == 4 + 5 + len(records)
+    assert set(order["id"][:4]) <= {"r0", "r1"}
+    assert set(order["id"][4:9]) <= {"r2", "r4"}
+    assert sorted(order["id"][9:]) == sorted(records["id"])
+
+
+def test_answer_prefix_names_colour_and_kind_before_the_descriptor():
+    from text4seg.demo import _drop_sentence, _prefix_answer
+
+    block = "<seg>others *16\n others *16</seg>"
+
+    def record(expression):
+        return {
+            "id": "r0",
+            "expression": expression,
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": f"Where is {expression}?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": f"Sure, it is here.\n{block}"}]},
+            ],
+        }
+
+    assert _drop_sentence(record("the red circle"))["messages"][-1]["content"][0]["text"] == block
+    answer = _prefix_answer(record("the small circle that is red"))["messages"][-1]["content"][0]["text"]
+    assert answer == f"red circle\n{block}"
+    with pytest.raises(ValueError, match="r0.*names no colour"):
+        _prefix_answer(record("all shapes"))
+
+
 def test_spread_sample_draws_across_the_split_in_order():
     from datasets import Dataset
 

@@ -101,9 +101,13 @@ class DemoConfig:
     fit_tokenizer: bool = True
     vocab_size: int = 2000
     answer_sentence: bool = False
+    answer_prefix: bool = (
+        False  # the answer opens with the expression's colour and kind ("red circle\n<seg>…")
+    )
     target_label: str | None = "target"  # one fixed label for referred cells (None: the expression)
     whole_rows: bool = True  # the fitted tokenizer may make a whole descriptor row one token
     curriculum: int = 5000  # first training samples drawn from images holding a single shape (-1: all)
+    color_stage: int = 0  # then samples from images of several shapes where only the target has its colour
     group_by_image: bool = False  # after the curriculum, an image's expressions follow one another
     # optimisation (`train_vision` False freezes the random vision tower; the projector always trains)
     train_vision: bool = True
@@ -188,12 +192,12 @@ def make_data(cfg: DemoConfig, out_dir: Path, progress: bool = True):
     data = result.dataset
     counts = _shapes_per_image(paths.instances)
     data = data.map(lambda r: {"num_shapes": counts.get(int(r["source"]["image_id"]), 0)})
-    if not cfg.answer_sentence:
-        data = (
-            data.map(_drop_sentence, desc="answers without sentence")
-            if progress
-            else data.map(_drop_sentence)
-        )
+    for split in list(data):
+        data[split] = data[split].add_column("color_unique", color_unique(data[split]))
+    if cfg.answer_prefix:
+        data = data.map(_prefix_answer, desc="answers opening with colour and kind")
+    elif not cfg.answer_sentence:
+        data = data.map(_drop_sentence, desc="answers without sentence")
     return data
 
 
@@ -205,17 +209,48 @@ def _shapes_per_image(instances: Path) -> dict[int, int]:
     return counts
 
 
+def color_unique(records: Any) -> list[bool]:
+    """Per record: whether the target is the only described shape of its image with the colour its
+    expression names (the expression's colour word alone picks it out). Read from the expressions of the
+    image's other records; crowd clusters are drawn in colours no other shape has."""
+    from text4seg.data.synthetic import COLORS
+
+    def color(expression: str) -> str | None:
+        return next((w for w in expression.split() if w in COLORS), None)
+
+    colors: dict[int, dict[tuple[int, ...], str | None]] = {}
+    for source, expression in zip(records["source"], records["expression"], strict=True):
+        colors.setdefault(int(source["image_id"]), {})[tuple(source["ann_ids"])] = color(expression)
+    out = []
+    for source, expression in zip(records["source"], records["expression"], strict=True):
+        own, target = color(expression), tuple(source["ann_ids"])
+        others = (c for ann, c in colors[int(source["image_id"])].items() if ann != target)
+        out.append(own is not None and all(c != own for c in others))
+    return out
+
+
+def _stage_draw(rng: np.random.Generator, pool: list[int], size: int) -> list[int]:
+    if not pool or size <= 0:
+        return []
+    return [int(i) for i in rng.choice(pool, size=size, replace=len(pool) < size)]
+
+
 def training_order(records: Any, cfg: DemoConfig) -> Any:
     """The training records in the order they are seen: `cfg.curriculum` samples from single-shape
-    images first (shuffled), then every record (shuffled, or grouped by image with
-    `cfg.group_by_image`); -1 trains on single-shape images only."""
+    images first, then `cfg.color_stage` samples from images of several shapes where the target's colour
+    alone picks it out (each stage shuffled), then every record (shuffled, or grouped by image with
+    `cfg.group_by_image`); a negative curriculum trains on single-shape images only."""
     rng = np.random.default_rng(cfg.seed)
-    single = [i for i, n in enumerate(records["num_shapes"]) if n == 1]
+    shapes = records["num_shapes"]
+    single = [i for i, n in enumerate(shapes) if n == 1]
     if cfg.curriculum < 0:
         return records.select(rng.permutation(single).tolist())
-    head = rng.choice(single, size=cfg.curriculum, replace=len(single) < cfg.curriculum) if single else []
+    head = _stage_draw(rng, single, cfg.curriculum)
+    if cfg.color_stage > 0:
+        unique = records["color_unique"]
+        head += _stage_draw(rng, [i for i, n in enumerate(shapes) if n > 1 and unique[i]], cfg.color_stage)
     tail = _grouped_by_image(records, rng) if cfg.group_by_image else rng.permutation(len(records)).tolist()
-    return records.select([int(i) for i in head] + tail)
+    return records.select(head + tail)
 
 
 def _grouped_by_image(records: Any, rng: np.random.Generator) -> list[int]:
@@ -247,6 +282,25 @@ def _drop_sentence(record: dict[str, Any]) -> dict[str, Any]:
     if start < 0:
         raise ValueError(f"record {record['id']}: the answer has no {t4s.TEXT4SEG.open_tag} block")
     last = dict(messages[-1], content=[{"type": "text", "text": answer[start:]}])
+    return {"messages": [*messages[:-1], last]}
+
+
+def _prefix_answer(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its answer reduced to the expression's colour and kind, then the ``<seg>…</seg>``
+    block: two words at a fixed place, so the descriptor keeps its fixed offset and the model is taught
+    directly to pick the colour and kind out of the question."""
+    from text4seg.data.synthetic import COLORS, KINDS
+
+    words = record["expression"].split()
+    color = next((w for w in words if w in COLORS), None)
+    kind = next((w for w in words if w in KINDS), None)
+    if color is None or kind is None:
+        raise ValueError(
+            f"record {record['id']}: expression {record['expression']!r} names no colour and kind"
+        )
+    messages = _drop_sentence(record)["messages"]
+    block = messages[-1]["content"][0]["text"]
+    last = dict(messages[-1], content=[{"type": "text", "text": f"{color} {kind}\n{block}"}])
     return {"messages": [*messages[:-1], last]}
 
 
@@ -486,7 +540,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
     shutil.rmtree(run_dir, ignore_errors=True)
     tcfg = train_config(cfg, run_dir, progress)
     ordered = train_records
-    if cfg.curriculum or cfg.group_by_image:
+    if cfg.curriculum or cfg.color_stage or cfg.group_by_image:
         ordered = training_order(train_records, cfg)
         tcfg.data.shuffle = False
     result = train(tcfg, train_dataset=ordered, model=model, processor=processor)
@@ -500,7 +554,7 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
         model.eval(),
         processor,
         constrained=cfg.constrained,
-        answer_sentences="templates" if cfg.answer_sentence else "none",
+        answer_sentences="templates" if cfg.answer_sentence else "free" if cfg.answer_prefix else "none",
         target_label=cfg.target_label,
     )
     calibration, unbiased = None, None

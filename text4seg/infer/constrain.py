@@ -81,12 +81,13 @@ def descriptor_lark(
 ) -> str:
     """The Lark grammar of a whole answer for `fmt` and `labels` (`labels[0]` is the background).
 
-        `sentences`: None allows any one-line answer sentence of at most `max_sentence_chars` characters
-        (or none) before the open tag; a list allows exactly one of those sentences (or none); an empty
-        list allows none. `merge_runs` forbids two neighbouring runs of one label in a row (canonical
+    `sentences`: None allows any one-line answer sentence of at most `max_sentence_chars` characters
+    (or none) before the open tag; a list allows exactly one of those sentences (or none); an empty
+    list allows none. `merge_runs` forbids two neighbouring runs of one label in a row (canonical
     R-RLE); None turns it on unless the label set is so large that the grammar would exceed
-    `MERGE_RUNS_BUDGET` alternatives (the engine's symbol limit), as for many-class semantic prompts. `tag_tokens`
-        maps a tag string to a single special token id, for tokenizers that added the tags as tokens.
+    `MERGE_RUNS_BUDGET` alternatives (the engine's symbol limit), as for many-class semantic prompts.
+    `tag_tokens` maps a tag string to a single special token id, for tokenizers that added the tags as
+    tokens.
     """
     labels = check_labels(labels, fmt)
     rows, cols = fmt.grid
