@@ -117,11 +117,11 @@ def test_training_order_puts_the_curriculum_first_and_can_group_by_image():
             "num_shapes": [shapes[image] for image in images],
         }
     )
-    plain = training_order(records, DemoConfig(curriculum=3))
+    plain = training_order(records, DemoConfig(curriculum=3, color_stage=0))
     assert len(plain) == 3 + len(records)
     assert all(shapes[s["image_id"]] == 1 for s in plain["source"][:3])
     assert sorted(plain["id"][3:]) == sorted(records["id"])
-    grouped = training_order(records, DemoConfig(curriculum=0, group_by_image=True))
+    grouped = training_order(records, DemoConfig(curriculum=0, color_stage=0, group_by_image=True))
     order = [s["image_id"] for s in grouped["source"]]
     assert sorted(grouped["id"]) == sorted(records["id"])
     assert len([k for k in range(1, len(order)) if order[k] != order[k - 1]]) == 3  # four unbroken runs

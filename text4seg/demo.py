@@ -23,7 +23,10 @@ random model can find image row k when it writes descriptor row k:
   its own, so the expression's colour and kind stay readable; with a fixed label (``target``) for the
   referred cells, answer row k then sits exactly k text positions after the start, at a constant
   rotary offset from image row k;
-- the question before the image and no answer sentence, so that offset is the same for every record;
+- the question before the image, and the answer opening with the expression's colour and kind
+  (``red circle\n<seg>…``, always four tokens): the offset stays the same for every record, and the
+  model first reads the expression back, so the descriptor rows attend to the words that name the target
+  (the question swapped for another shape's then changes the answer: bench/probe_grounding.py);
 - a small rotary base (`rope_theta=100`), for sharper position-selective attention over 16 rows;
 - the vision tower's position table started as a 2-D sin-cos code at the scale of its patch features
   (`text4seg.models.positions`): a random table starts at a sixteenth of that scale and barely grows;
@@ -31,7 +34,8 @@ random model can find image row k when it writes descriptor row k:
 - the random vision tower trained at a tenth of the language model's learning rate (3e-4): the column
   of an object has to be read from the image tokens' values, and a frozen random tower's position
   embedding does not give it (at the full rate its features collapsed); a learning-rate schedule over
-  the time budget (warmup, cosine), and a curriculum of single-shape images first.
+  the time budget (warmup, cosine), and a curriculum of single-shape images first, then images of
+  several shapes where the target is the only one of its colour, then the whole mix.
 - at evaluation, a background bias (`text4seg.infer.bias`) chosen on the val split: a small model that
   knows a row holds the object spreads that belief over many row tokens, so greedy decoding would keep
   the one background token.
@@ -102,12 +106,14 @@ class DemoConfig:
     vocab_size: int = 2000
     answer_sentence: bool = False
     answer_prefix: bool = (
-        False  # the answer opens with the expression's colour and kind ("red circle\n<seg>…")
+        True  # the answer opens with the expression's colour and kind ("red circle\n<seg>…")
     )
     target_label: str | None = "target"  # one fixed label for referred cells (None: the expression)
     whole_rows: bool = True  # the fitted tokenizer may make a whole descriptor row one token
     curriculum: int = 5000  # first training samples drawn from images holding a single shape (-1: all)
-    color_stage: int = 0  # then samples from images of several shapes where only the target has its colour
+    color_stage: int = (
+        10000  # then samples from images of several shapes where only the target has its colour
+    )
     group_by_image: bool = False  # after the curriculum, an image's expressions follow one another
     # optimisation (`train_vision` False freezes the random vision tower; the projector always trains)
     train_vision: bool = True
