@@ -97,25 +97,19 @@ def hits(run_dir: str) -> dict[int, Counter]:
 
 def swap(run_dir: str, images: int) -> tuple[float, float, int]:
     """(mean loss with own question, mean loss with another shape's question, pairs)."""
-    import datasets
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from text4seg.demo import _drop_sentence, _prefix_answer
-    from text4seg.infer.settings import load_settings
+    from text4seg.demo import load_run_split, run_config
     from text4seg.models import registry
     from text4seg.train.collate import Collator
     from text4seg.train.loss import answer_loss
 
     model = AutoModelForImageTextToText.from_pretrained(f"{run_dir}/model").eval()
     processor = AutoProcessor.from_pretrained(f"{run_dir}/model")
-    records = datasets.load_from_disk(f"{run_dir}/data/refcoco")["test"]
-    config = json.loads(open(f"{run_dir}/report.json", encoding="utf-8").read()).get("config", {})
-    prefixed = bool(config.get("answer_prefix"))
-    if prefixed:
-        records = records.map(_prefix_answer)
-    elif load_settings(f"{run_dir}/model").get("answer_sentences") == "none":
-        records = records.map(_drop_sentence)
+    trained = run_config(run_dir)
+    records = load_run_split(run_dir, "test", trained)
+    prefixed = trained.answer_prefix
     groups: dict[int, list[int]] = defaultdict(list)
     for index, source in enumerate(records["source"]):
         groups[int(source["image_id"])].append(index)

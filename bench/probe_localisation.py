@@ -13,14 +13,12 @@ folder (it reads RUN_DIR/model and the test split of RUN_DIR/data/refcoco).
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
 
 def first_row_scores(run_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(P(object row), is object row) for every row up to each record's first object row."""
-    import datasets
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -29,15 +27,9 @@ def first_row_scores(run_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 
     processor = AutoProcessor.from_pretrained(f"{run_dir}/model")
     model = AutoModelForImageTextToText.from_pretrained(f"{run_dir}/model").eval()
-    from text4seg.demo import _drop_sentence, _prefix_answer
-    from text4seg.infer.settings import load_settings
+    from text4seg.demo import load_run_split
 
-    records = datasets.load_from_disk(f"{run_dir}/data/refcoco")["test"]
-    config = json.loads(open(f"{run_dir}/report.json", encoding="utf-8").read()).get("config", {})
-    if config.get("answer_prefix"):
-        records = records.map(_prefix_answer)  # as the demo trained: colour and kind, then the <seg> block
-    elif load_settings(f"{run_dir}/model").get("answer_sentences") == "none":
-        records = records.map(_drop_sentence)  # as the demo trained: the answer is the <seg> block alone
+    records = load_run_split(run_dir, "test")
     tok = processor.tokenizer
     background = sorted(
         {

@@ -63,6 +63,21 @@ def test_saved_demo_model_predicts(demo_out):
     assert result.labels == ["others", "target"]  # restored from model/text4seg.json
 
 
+def test_a_runs_split_loads_with_the_answers_it_trained_on(demo_out, tmp_path):
+    from text4seg.demo import load_run_split, run_config
+
+    assert run_config(demo_out).answer_prefix
+    records = load_run_split(demo_out, "test")
+    answer = records[0]["messages"][-1]["content"][0]["text"]
+    head, block = answer.split("\n", 1)
+    assert len(head.split()) == 2 and head.split()[0] in records[0]["expression"]
+    assert block.startswith("<seg>")
+    old = tmp_path / "old_run"
+    old.mkdir()
+    (old / "report.json").write_text(json.dumps({"config": {"minutes": 1.0}}))
+    assert not run_config(old).answer_prefix and not run_config(old).answer_sentence
+
+
 def test_fitted_tokenizer_keeps_rows_whole_and_words_apart(tmp_path):
     import text4seg as t4s
     from text4seg.demo import fit_tokenizer

@@ -111,9 +111,7 @@ class DemoConfig:
     target_label: str | None = "target"  # one fixed label for referred cells (None: the expression)
     whole_rows: bool = True  # the fitted tokenizer may make a whole descriptor row one token
     curriculum: int = 5000  # first training samples drawn from images holding a single shape (-1: all)
-    color_stage: int = (
-        10000  # then samples from images of several shapes where only the target has its colour
-    )
+    color_stage: int = 10000  # then samples from several-shape images where only the target has its colour
     group_by_image: bool = False  # after the curriculum, an image's expressions follow one another
     # optimisation (`train_vision` False freezes the random vision tower; the projector always trains)
     train_vision: bool = True
@@ -200,11 +198,36 @@ def make_data(cfg: DemoConfig, out_dir: Path, progress: bool = True):
     data = data.map(lambda r: {"num_shapes": counts.get(int(r["source"]["image_id"]), 0)})
     for split in list(data):
         data[split] = data[split].add_column("color_unique", color_unique(data[split]))
+    return answers_as_trained(data, cfg)
+
+
+def answers_as_trained(records: Any, cfg: DemoConfig) -> Any:
+    """`records` (a Dataset or DatasetDict built by `make_data`'s builder) with their answers in the form
+    `cfg` trains on: colour and kind then the ``<seg>`` block, the block alone, or the full sentence."""
     if cfg.answer_prefix:
-        data = data.map(_prefix_answer, desc="answers opening with colour and kind")
-    elif not cfg.answer_sentence:
-        data = data.map(_drop_sentence, desc="answers without sentence")
-    return data
+        return records.map(_prefix_answer, desc="answers opening with colour and kind")
+    if not cfg.answer_sentence:
+        return records.map(_drop_sentence, desc="answers without sentence")
+    return records
+
+
+def run_config(run_dir: str | Path) -> DemoConfig:
+    """The answer form a finished demo run (`run_dir` = a `run_demo` output folder) trained with, read
+    from its report's config; a report older than a field trained without it."""
+    config = json.loads((Path(run_dir) / REPORT).read_text(encoding="utf-8"))["config"]
+    return DemoConfig(
+        answer_prefix=bool(config.get("answer_prefix", False)),
+        answer_sentence=bool(config.get("answer_sentence", False)),
+    )
+
+
+def load_run_split(run_dir: str | Path, split: str = "test", cfg: DemoConfig | None = None) -> Any:
+    """A split of a finished demo run's data with its answers in the form that run trained on
+    (`cfg`, by default `run_config(run_dir)`)."""
+    import datasets
+
+    records = datasets.load_from_disk(str(Path(run_dir) / DATA_DIR / "refcoco"))[split]
+    return answers_as_trained(records, cfg or run_config(run_dir))
 
 
 def _shapes_per_image(instances: Path) -> dict[int, int]:
@@ -219,10 +242,9 @@ def color_unique(records: Any) -> list[bool]:
     """Per record: whether the target is the only described shape of its image with the colour its
     expression names (the expression's colour word alone picks it out). Read from the expressions of the
     image's other records; crowd clusters are drawn in colours no other shape has."""
-    from text4seg.data.synthetic import COLORS
 
     def color(expression: str) -> str | None:
-        return next((w for w in expression.split() if w in COLORS), None)
+        return _color_and_kind(expression)[0]
 
     colors: dict[int, dict[tuple[int, ...], str | None]] = {}
     for source, expression in zip(records["source"], records["expression"], strict=True):
@@ -291,15 +313,19 @@ def _drop_sentence(record: dict[str, Any]) -> dict[str, Any]:
     return {"messages": [*messages[:-1], last]}
 
 
+def _color_and_kind(expression: str) -> tuple[str | None, str | None]:
+    """The first colour word and the first kind word of a synthetic expression (None where it has none)."""
+    from text4seg.data.synthetic import COLORS, KINDS
+
+    words = expression.split()
+    return next((w for w in words if w in COLORS), None), next((w for w in words if w in KINDS), None)
+
+
 def _prefix_answer(record: dict[str, Any]) -> dict[str, Any]:
     """The record with its answer reduced to the expression's colour and kind, then the ``<seg>…</seg>``
     block: two words at a fixed place, so the descriptor keeps its fixed offset and the model is taught
     directly to pick the colour and kind out of the question."""
-    from text4seg.data.synthetic import COLORS, KINDS
-
-    words = record["expression"].split()
-    color = next((w for w in words if w in COLORS), None)
-    kind = next((w for w in words if w in KINDS), None)
+    color, kind = _color_and_kind(record["expression"])
     if color is None or kind is None:
         raise ValueError(
             f"record {record['id']}: expression {record['expression']!r} names no colour and kind"
