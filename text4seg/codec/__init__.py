@@ -3,9 +3,10 @@
 from .descriptor import Descriptor, decode, encode_label_map, encode_mask, extract_segments, format_answer
 from .format import TEXT4SEG, DescriptorFormat, LabelError, check_label
 from .grid import grid_to_mask, label_map_to_grid, mask_to_box, mask_to_grid
-from .rle import (
+from .rrle import (
     DescriptorParseError,
     Repair,
+    check_labels,
     descriptor_grid_size,
     grid_to_cell_text,
     grid_to_text,
@@ -21,6 +22,7 @@ __all__ = [
     "LabelError",
     "Repair",
     "check_label",
+    "check_labels",
     "decode",
     "descriptor_grid_size",
     "encode_label_map",

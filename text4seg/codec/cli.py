@@ -10,7 +10,7 @@ import numpy as np
 
 from .descriptor import decode, encode_label_map, encode_mask
 from .format import TEXT4SEG
-from .rle import DescriptorParseError
+from .rrle import DescriptorParseError
 
 
 def _read_image_array(path: str) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .format import TEXT4SEG, DescriptorFormat, check_label
 from .grid import DownMethod, UpMethod, grid_to_mask, label_map_to_grid, mask_to_grid
-from .rle import DescriptorParseError, Repair, grid_to_text, parse_lenient, parse_strict
+from .rrle import DescriptorParseError, Repair, grid_to_text, parse_lenient, parse_strict
 
 
 def encode_mask(
