@@ -72,3 +72,17 @@ def test_unknown_arch_and_bad_image_size():
         build_tiny("nope")
     with pytest.raises(ValueError, match="multiple"):
         build_tiny("llava", image_size=40)
+
+
+def test_builder_table_has_one_builder_per_family():
+    from text4seg.models.tiny import TINY_BUILDERS
+
+    assert ARCHS == tuple(TINY_BUILDERS)
+    builders = {entry.build.__name__ for entry in TINY_BUILDERS.values()}
+    assert builders == {"_qwen", "_llava", "_idefics3", "_paligemma", "_gemma3", "_internvl"}
+    for arch, entry in TINY_BUILDERS.items():
+        tok = build_tokenizer(arch)
+        assert tok.eos_token == entry.tokens.eos
+        assert (tok.chat_template is None) == (entry.tokens.chat_template is None)
+        for role, token in entry.tokens.extra.items():
+            assert getattr(tok, role) == token

@@ -6,6 +6,9 @@ generated descriptor-like text (so descriptors take few tokens), wrapped in `Pre
 with a chat template in the style of the real checkpoints, and whose processor is assembled from the
 architecture's own classes. `model.save_pretrained` + `processor.save_pretrained` reload through
 `AutoModelForImageTextToText` / `AutoProcessor`.
+
+`TINY_BUILDERS` is the table of architectures (name -> `TinyBuilder`: the tokenizer's special-token roles
+and chat template, and a small builder from a `TinySpec` to `(config, processor)`); `ARCHS` lists its names.
 """
 
 from __future__ import annotations
@@ -13,20 +16,9 @@ from __future__ import annotations
 import copy
 import functools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
-
-ARCHS: tuple[str, ...] = (
-    "qwen2_vl",
-    "qwen2_5_vl",
-    "qwen3_vl",
-    "llava",
-    "idefics3",
-    "smolvlm",
-    "paligemma",
-    "gemma3",
-    "internvl",
-)
 
 _SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -153,15 +145,19 @@ def _template(
     )
 
 
-_QWEN_TEMPLATE = _template(
-    bos="",
-    user="<|im_start|>user\n",
-    assistant="<|im_start|>assistant\n",
-    end_user="<|im_end|>\n",
-    end_assistant="<|im_end|>\n",
-    gen="<|im_start|>assistant\n",
-    image="<|vision_start|><|image_pad|><|vision_end|>",
-)
+def _turns(bos: str, user: str, assistant: str, end: str, gen: str, image: str) -> str:
+    """`_template` for the layouts whose user and assistant turns end alike."""
+    return _template(
+        bos=bos, user=user, assistant=assistant, end_user=end, end_assistant=end, gen=gen, image=image
+    )
+
+
+def _chatml(image: str) -> str:
+    """The ChatML layout of Qwen-VL and InternVL, with the given image placeholder."""
+    start = "<|im_start|>assistant\n"
+    return _turns("", "<|im_start|>user\n", start, "<|im_end|>\n", start, image)
+
+
 _LLAVA_TEMPLATE = _template(
     bos="",
     user="USER: ",
@@ -171,111 +167,70 @@ _LLAVA_TEMPLATE = _template(
     gen="ASSISTANT:",
     image="<image>\n",
 )
-_IDEFICS_TEMPLATE = _template(
-    bos="<|im_start|>",
-    user="User:",
-    assistant="Assistant: ",
-    end_user="<end_of_utterance>\n",
-    end_assistant="<end_of_utterance>\n",
-    gen="Assistant:",
-    image="<image>",
+_IDEFICS_TEMPLATE = _turns(
+    "<|im_start|>", "User:", "Assistant: ", "<end_of_utterance>\n", "Assistant:", "<image>"
 )
-_GEMMA_TEMPLATE = _template(
-    bos="<bos>",
-    user="<start_of_turn>user\n",
-    assistant="<start_of_turn>model\n",
-    end_user="<end_of_turn>\n",
-    end_assistant="<end_of_turn>\n",
-    gen="<start_of_turn>model\n",
-    image="<start_of_image>",
+_GEMMA_TEMPLATE = _turns(
+    "<bos>",
+    "<start_of_turn>user\n",
+    "<start_of_turn>model\n",
+    "<end_of_turn>\n",
+    "<start_of_turn>model\n",
+    "<start_of_image>",
 )
 
-_INTERNVL_TEMPLATE = _template(
-    bos="",
-    user="<|im_start|>user\n",
-    assistant="<|im_start|>assistant\n",
-    end_user="<|im_end|>\n",
-    end_assistant="<|im_end|>\n",
-    gen="<|im_start|>assistant\n",
-    image="<IMG_CONTEXT>\n",
-)
 
-# Per architecture: special-token roles and chat template (PaliGemma, like the real checkpoints, has none).
-_TOKEN_ROLES: dict[str, dict[str, Any]] = {
-    "qwen": dict(
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        chat_template=_QWEN_TEMPLATE,
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
-    ),
-    "llava": dict(
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        chat_template=_LLAVA_TEMPLATE,
-        extra_special_tokens={"image_token": "<image>"},
-    ),
-    "idefics3": dict(
-        bos_token="<|im_start|>",
-        eos_token="<end_of_utterance>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        chat_template=_IDEFICS_TEMPLATE,
-        extra_special_tokens={
-            "image_token": "<image>",
-            "fake_image_token": "<fake_token_around_image>",
-            "global_image_token": "<global-img>",
-            "end_of_utterance_token": "<end_of_utterance>",
-        },
-    ),
-    "paligemma": dict(
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        chat_template=None,
-        extra_special_tokens={"image_token": "<image>"},
-    ),
-    "gemma3": dict(
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        chat_template=_GEMMA_TEMPLATE,
-        extra_special_tokens={
-            "image_token": "<image_soft_token>",
-            "boi_token": "<start_of_image>",
-            "eoi_token": "<end_of_image>",
-        },
-    ),
-    "internvl": dict(
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        chat_template=_INTERNVL_TEMPLATE,
-        extra_special_tokens={
-            "start_image_token": "<img>",
-            "end_image_token": "</img>",
-            "context_image_token": "<IMG_CONTEXT>",
-            "video_token": "<video>",
-        },
-    ),
-}
-_FAMILY = {
-    "qwen2_vl": "qwen",
-    "qwen2_5_vl": "qwen",
-    "qwen3_vl": "qwen",
-    "llava": "llava",
-    "idefics3": "idefics3",
-    "smolvlm": "idefics3",
-    "paligemma": "paligemma",
-    "gemma3": "gemma3",
-    "internvl": "internvl",
-}
+@dataclass(frozen=True)
+class TokenRoles:
+    """A family's special-token roles and chat template (None: no template, like PaliGemma's checkpoints)."""
+
+    bos: str | None
+    eos: str
+    pad: str
+    unk: str | None
+    chat_template: str | None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _chatml_roles(image: str, **extra: str) -> TokenRoles:
+    """ChatML families (Qwen-VL, InternVL): no BOS, `<|im_end|>` ends a turn; `extra` names special tokens."""
+    return TokenRoles(None, "<|im_end|>", "<|endoftext|>", None, _chatml(image), extra)
+
+
+def _bos_roles(bos: str, eos: str, chat_template: str | None, extra: dict[str, str]) -> TokenRoles:
+    """Families with a BOS, `<pad>` and `<unk>`; `extra` names the special tokens their processor reads."""
+    return TokenRoles(bos, eos, "<pad>", "<unk>", chat_template, extra)
+
+
+_QWEN_TOKENS = _chatml_roles(
+    "<|vision_start|><|image_pad|><|vision_end|>", image_token="<|image_pad|>", video_token="<|video_pad|>"
+)
+_INTERNVL_TOKENS = _chatml_roles(
+    "<IMG_CONTEXT>\n",
+    start_image_token="<img>",
+    end_image_token="</img>",
+    context_image_token="<IMG_CONTEXT>",
+    video_token="<video>",
+)
+_LLAVA_TOKENS = _bos_roles("<s>", "</s>", _LLAVA_TEMPLATE, {"image_token": "<image>"})
+_IDEFICS_TOKENS = _bos_roles(
+    "<|im_start|>",
+    "<end_of_utterance>",
+    _IDEFICS_TEMPLATE,
+    {
+        "image_token": "<image>",
+        "fake_image_token": "<fake_token_around_image>",
+        "global_image_token": "<global-img>",
+        "end_of_utterance_token": "<end_of_utterance>",
+    },
+)
+_PALIGEMMA_TOKENS = _bos_roles("<bos>", "<eos>", None, {"image_token": "<image>"})
+_GEMMA_TOKENS = _bos_roles(
+    "<bos>",
+    "<eos>",
+    _GEMMA_TEMPLATE,
+    {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"},
+)
 
 
 def build_tokenizer(arch: str, vocab_size: int = 640):
@@ -283,23 +238,20 @@ def build_tokenizer(arch: str, vocab_size: int = 640):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    roles = dict(_TOKEN_ROLES[_family(arch)])
-    chat_template = roles.pop("chat_template")
+    roles = _entry(arch).tokens
     tok = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_trained_tokenizer_json(vocab_size)),
         model_max_length=4096,
         padding_side="right",
-        **roles,
+        bos_token=roles.bos,
+        eos_token=roles.eos,
+        pad_token=roles.pad,
+        unk_token=roles.unk,
+        extra_special_tokens=dict(roles.extra),
     )
-    if chat_template is not None:
-        tok.chat_template = chat_template
+    if roles.chat_template is not None:
+        tok.chat_template = roles.chat_template
     return tok
-
-
-def _family(arch: str) -> str:
-    if arch not in _FAMILY:
-        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    return _FAMILY[arch]
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -312,21 +264,293 @@ def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]
     return out
 
 
-def _llama_text(tok, hidden: int, layers: int, heads: int) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
-        head_dim=hidden // heads,
-        max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+def _square(side: int) -> dict[str, int]:
+    """An image processor `size` of `side`×`side` pixels."""
+    return {"height": side, "width": side}
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """What one tiny build is asked for: the architecture, its tokenizer, the sizes and the overrides.
+
+    A builder in `TINY_BUILDERS` reads it and returns `(config, processor)`; its methods give the pieces
+    every family shares (a Llama-style text config, a ViT-style vision config, the config with the
+    caller's overrides merged in, a processor around the tokenizer and its chat template).
+    """
+
+    arch: str
+    tok: Any
+    image_size: int
+    patch_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    vision_hidden_size: int
+    vision_layers: int
+    text_config: dict[str, Any] | None = None
+    vision_config: dict[str, Any] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid(self) -> int:
+        """Patches along one side of the image."""
+        return self.image_size // self.patch_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def token_id(self, token: str) -> int:
+        return self.tok.convert_tokens_to_ids(token)
+
+    def text(self, **extra: Any) -> dict[str, Any]:
+        """A Llama-style text config (tied embeddings, half as many KV heads), updated with `extra`."""
+        heads, tok = self.num_heads, self.tok
+        base = dict(
+            vocab_size=len(tok),
+            hidden_size=self.hidden_size,
+            intermediate_size=self.hidden_size * 2,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 2),
+            head_dim=self.head_dim,
+            max_position_embeddings=4096,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=True,
+        )
+        return dict(base, **extra)
+
+    def vision(self, **extra: Any) -> dict[str, Any]:
+        """A ViT-style vision config (two heads, MLP twice the width), updated with `extra`."""
+        vh = self.vision_hidden_size
+        base = dict(
+            hidden_size=vh,
+            intermediate_size=vh * 2,
+            num_hidden_layers=self.vision_layers,
+            num_attention_heads=2,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+        )
+        return dict(base, **extra)
+
+    def config(self, cls_name: str, text: dict[str, Any], vision: dict[str, Any], **top: Any) -> Any:
+        """`transformers.<cls_name>` with the caller's text/vision/top-level overrides merged in."""
+        import transformers as tf
+
+        return getattr(tf, cls_name)(
+            text_config=_merge(text, self.text_config),
+            vision_config=_merge(vision, self.vision_config),
+            **_merge(top, self.overrides),
+        )
+
+    def processor(self, cls_name: str, image_processor: Any, **kwargs: Any) -> Any:
+        """`transformers.<cls_name>` around `image_processor` and the tokenizer (and its chat template)."""
+        import transformers as tf
+
+        if self.tok.chat_template is not None:
+            kwargs["chat_template"] = self.tok.chat_template
+        return getattr(tf, cls_name)(image_processor=image_processor, tokenizer=self.tok, **kwargs)
+
+
+# Qwen-VL variants: config, processor and video processor classes.
+_QWEN_CLASSES = {
+    "qwen2_vl": ("Qwen2VLConfig", "Qwen2VLProcessor", "Qwen2VLVideoProcessor"),
+    "qwen2_5_vl": ("Qwen2_5_VLConfig", "Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor"),
+    "qwen3_vl": ("Qwen3VLConfig", "Qwen3VLProcessor", "Qwen3VLVideoProcessor"),
+}
+
+
+def _qwen_vision(s: TinySpec) -> dict[str, Any]:
+    vh, depth = s.vision_hidden_size, s.vision_layers
+    common = dict(
+        depth=depth, num_heads=2, patch_size=s.patch_size, spatial_merge_size=2, temporal_patch_size=2
+    )
+    if s.arch == "qwen2_vl":
+        return dict(common, embed_dim=vh, hidden_size=s.hidden_size, mlp_ratio=2)
+    newer = dict(common, hidden_size=vh, intermediate_size=vh * 2, out_hidden_size=s.hidden_size)
+    if s.arch == "qwen2_5_vl":
+        return dict(newer, window_size=s.patch_size * 4, fullatt_block_indexes=[depth - 1])
+    return dict(newer, num_position_embeddings=s.grid * s.grid, deepstack_visual_indexes=[depth - 1])
+
+
+def _qwen(s: TinySpec) -> tuple[Any, Any]:
+    """Qwen2-VL, Qwen2.5-VL, Qwen3-VL: M-RoPE sections summing to head_dim/2, image size fixed by pixels."""
+    import transformers as tf
+
+    cfg_cls, proc_cls, video_cls = _QWEN_CLASSES[s.arch]
+    quarter = s.head_dim // 2
+    rope = {"rope_type": "default", "rope_theta": 10000.0}
+    rope["mrope_section"] = [quarter - 2 * (quarter // 3), quarter // 3, quarter // 3]
+    if s.arch == "qwen3_vl":
+        rope["mrope_interleaved"] = True
+    config = s.config(
+        cfg_cls,
+        s.text(rope_parameters=rope),
+        _qwen_vision(s),
+        image_token_id=s.token_id("<|image_pad|>"),
+        video_token_id=s.token_id("<|video_pad|>"),
+        vision_start_token_id=s.token_id("<|vision_start|>"),
+        vision_end_token_id=s.token_id("<|vision_end|>"),
         tie_word_embeddings=True,
     )
+    pixels = s.image_size * s.image_size
+    ip_kwargs = dict(
+        patch_size=s.patch_size,
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": pixels, "longest_edge": pixels},
+    )
+    video = getattr(tf, video_cls)(**ip_kwargs)
+    processor = s.processor(proc_cls, tf.Qwen2VLImageProcessor(**ip_kwargs), video_processor=video)
+    return config, processor
+
+
+def _llava(s: TinySpec) -> tuple[Any, Any]:
+    """LLaVA with a CLIP vision tower (one class token: the "default" strategy drops it) and Llama text."""
+    import transformers as tf
+
+    config = s.config(
+        "LlavaConfig",
+        s.text(model_type="llama"),
+        s.vision(projection_dim=s.vision_hidden_size, model_type="clip_vision_model"),
+        image_token_index=s.token_id("<image>"),
+        image_seq_length=s.grid * s.grid,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        tie_word_embeddings=True,
+    )
+    size = s.image_size
+    image_processor = tf.CLIPImageProcessor(size={"shortest_edge": size}, crop_size=_square(size))
+    processor = s.processor(
+        "LlavaProcessor",
+        image_processor,
+        patch_size=s.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    return config, processor
+
+
+def _idefics3(s: TinySpec) -> tuple[Any, Any]:
+    """Idefics3 and SmolVLM: pixel shuffle by 2, so `image_seq_len` is (image/patch)²/4; no image splitting."""
+    import transformers as tf
+
+    name = "Idefics3" if s.arch == "idefics3" else "SmolVLM"
+    scale = 2
+    config = s.config(
+        f"{name}Config",
+        s.text(model_type="llama"),
+        s.vision(),
+        image_token_id=s.token_id("<image>"),
+        scale_factor=scale,
+        pad_token_id=s.tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    ip_kwargs = dict(
+        size={"longest_edge": s.image_size},
+        max_image_size={"longest_edge": s.image_size},
+        do_image_splitting=False,
+    )
+    video = {"video_processor": tf.SmolVLMVideoProcessor(**ip_kwargs)} if name == "SmolVLM" else {}
+    image_processor = getattr(tf, f"{name}ImageProcessor")(**ip_kwargs)
+    seq_len = (s.grid * s.grid) // (scale * scale)
+    processor = s.processor(f"{name}Processor", image_processor, image_seq_len=seq_len, **video)
+    return config, processor
+
+
+def _paligemma(s: TinySpec) -> tuple[Any, Any]:
+    """PaliGemma: the processor adds its <loc>/<seg> tokens when built, so the vocabulary is read after it."""
+    import transformers as tf
+
+    image_processor = tf.SiglipImageProcessor(size=_square(s.image_size))
+    image_processor.image_seq_length = s.grid * s.grid
+    processor = s.processor("PaliGemmaProcessor", image_processor)
+    vocab = len(processor.tokenizer)
+    config = s.config(
+        "PaliGemmaConfig",
+        s.text(model_type="gemma", vocab_size=vocab, num_image_tokens=s.grid * s.grid),
+        s.vision(projection_dim=s.hidden_size, vision_use_head=False, model_type="siglip_vision_model"),
+        image_token_index=s.token_id("<image>"),
+        vocab_size=vocab,
+        projection_dim=s.hidden_size,
+        hidden_size=s.hidden_size,
+    )
+    return config, processor
+
+
+def _gemma3(s: TinySpec) -> tuple[Any, Any]:
+    """Gemma 3: a SigLIP tower pooled to a square number of image tokens between begin/end-of-image."""
+    import transformers as tf
+
+    mm_tokens = max(1, s.grid // 2) ** 2
+    config = s.config(
+        "Gemma3Config",
+        s.text(sliding_window=512, query_pre_attn_scalar=s.head_dim),
+        s.vision(vision_use_head=False, model_type="siglip_vision_model"),
+        mm_tokens_per_image=mm_tokens,
+        boi_token_index=s.token_id("<start_of_image>"),
+        eoi_token_index=s.token_id("<end_of_image>"),
+        image_token_index=s.token_id("<image_soft_token>"),
+        tie_word_embeddings=True,
+    )
+    image_processor = tf.Gemma3ImageProcessor(size=_square(s.image_size), do_pan_and_scan=False)
+    processor = s.processor("Gemma3Processor", image_processor, image_seq_length=mm_tokens)
+    return config, processor
+
+
+def _internvl(s: TinySpec) -> tuple[Any, Any]:
+    """InternVL: one tile (no cropping into patches), pixel shuffle with downsample_ratio 0.5, Qwen2 text."""
+    import transformers as tf
+
+    seq_len = (s.grid * s.grid) // 4
+    size, patch = s.image_size, s.patch_size
+    config = s.config(
+        "InternVLConfig",
+        s.text(model_type="qwen2"),
+        s.vision(image_size=[size, size], patch_size=[patch, patch]),
+        image_token_id=s.token_id("<IMG_CONTEXT>"),
+        image_seq_length=seq_len,
+        downsample_ratio=0.5,
+        vision_feature_layer=-1,
+        tie_word_embeddings=True,
+    )
+    image_processor = tf.GotOcr2ImageProcessor(size=_square(size), crop_to_patches=False, max_patches=1)
+    video = tf.InternVLVideoProcessor(size=_square(size))
+    processor = s.processor(
+        "InternVLProcessor", image_processor, video_processor=video, image_seq_length=seq_len
+    )
+    return config, processor
+
+
+@dataclass(frozen=True)
+class TinyBuilder:
+    """One architecture's tokenizer roles and its builder `TinySpec -> (config, processor)`."""
+
+    tokens: TokenRoles
+    build: Callable[[TinySpec], tuple[Any, Any]]
+
+
+# The tiny architectures, as segment-anything's `sam_model_registry`: name -> builder.
+TINY_BUILDERS: dict[str, TinyBuilder] = {
+    "qwen2_vl": TinyBuilder(_QWEN_TOKENS, _qwen),
+    "qwen2_5_vl": TinyBuilder(_QWEN_TOKENS, _qwen),
+    "qwen3_vl": TinyBuilder(_QWEN_TOKENS, _qwen),
+    "llava": TinyBuilder(_LLAVA_TOKENS, _llava),
+    "idefics3": TinyBuilder(_IDEFICS_TOKENS, _idefics3),
+    "smolvlm": TinyBuilder(_IDEFICS_TOKENS, _idefics3),
+    "paligemma": TinyBuilder(_PALIGEMMA_TOKENS, _paligemma),
+    "gemma3": TinyBuilder(_GEMMA_TOKENS, _gemma3),
+    "internvl": TinyBuilder(_INTERNVL_TOKENS, _internvl),
+}
+ARCHS: tuple[str, ...] = tuple(TINY_BUILDERS)
+
+
+def _entry(arch: str) -> TinyBuilder:
+    if arch not in TINY_BUILDERS:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    return TINY_BUILDERS[arch]
 
 
 def build_tiny(arch: str, *, seed: int = 0, **kwargs: Any):
@@ -365,273 +589,24 @@ def tiny_config_and_processor(
     other keyword (top-level config fields) override the tiny defaults; sizes can be raised to real ones
     (bench/gpu_train.py builds a Qwen2.5-VL-3B shape this way).
     """
-    import transformers as tf
-
-    family = _family(arch)
+    entry = _entry(arch)
     if image_size % (2 * patch_size):
         raise ValueError(f"image_size {image_size} must be a multiple of 2 * patch_size ({2 * patch_size})")
-    tok = build_tokenizer(arch, vocab_size)
-    grid = image_size // patch_size
-    head_dim = hidden_size // num_heads
-    vh = vision_hidden_size
-
-    if family == "qwen":
-        quarter = head_dim // 2
-        mrope = [quarter - 2 * (quarter // 3), quarter // 3, quarter // 3]
-        text = _llama_text(tok, hidden_size, num_layers, num_heads)
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
-        ids = dict(
-            image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
-            video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
-            vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
-            vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
-        )
-        common_vision = dict(
-            depth=vision_layers,
-            num_heads=2,
-            patch_size=patch_size,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        )
-        if arch == "qwen2_vl":
-            vision = dict(common_vision, embed_dim=vh, hidden_size=hidden_size, mlp_ratio=2)
-            cfg_cls = tf.Qwen2VLConfig
-        elif arch == "qwen2_5_vl":
-            vision = dict(
-                common_vision,
-                hidden_size=vh,
-                intermediate_size=vh * 2,
-                out_hidden_size=hidden_size,
-                window_size=patch_size * 4,
-                fullatt_block_indexes=[vision_layers - 1],
-            )
-            cfg_cls = tf.Qwen2_5_VLConfig
-        else:
-            text["rope_parameters"]["mrope_interleaved"] = True
-            vision = dict(
-                common_vision,
-                hidden_size=vh,
-                intermediate_size=vh * 2,
-                out_hidden_size=hidden_size,
-                num_position_embeddings=grid * grid,
-                deepstack_visual_indexes=[vision_layers - 1],
-            )
-            cfg_cls = tf.Qwen3VLConfig
-        config = cfg_cls(
-            text_config=_merge(text, text_config),
-            vision_config=_merge(vision, vision_config),
-            **_merge(dict(ids, tie_word_embeddings=True), overrides),
-        )
-        pixels = image_size * image_size
-        ip_kwargs = dict(
-            patch_size=patch_size,
-            merge_size=2,
-            temporal_patch_size=2,
-            size={"shortest_edge": pixels, "longest_edge": pixels},
-        )
-        vp_cls = tf.Qwen3VLVideoProcessor if arch == "qwen3_vl" else tf.Qwen2VLVideoProcessor
-        proc_cls = {
-            "qwen2_vl": tf.Qwen2VLProcessor,
-            "qwen2_5_vl": tf.Qwen2_5_VLProcessor,
-            "qwen3_vl": tf.Qwen3VLProcessor,
-        }[arch]
-        processor = proc_cls(
-            image_processor=tf.Qwen2VLImageProcessor(**ip_kwargs),
-            tokenizer=tok,
-            video_processor=vp_cls(**ip_kwargs),
-            chat_template=tok.chat_template,
-        )
-    elif family == "llava":
-        vision = dict(
-            hidden_size=vh,
-            intermediate_size=vh * 2,
-            num_hidden_layers=vision_layers,
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=patch_size,
-            projection_dim=vh,
-            model_type="clip_vision_model",
-        )
-        config = tf.LlavaConfig(
-            text_config=_merge(
-                dict(_llama_text(tok, hidden_size, num_layers, num_heads), model_type="llama"), text_config
-            ),
-            vision_config=_merge(vision, vision_config),
-            **_merge(
-                dict(
-                    image_token_index=tok.convert_tokens_to_ids("<image>"),
-                    image_seq_length=grid * grid,
-                    vision_feature_select_strategy="default",
-                    vision_feature_layer=-2,
-                    tie_word_embeddings=True,
-                ),
-                overrides,
-            ),
-        )
-        processor = tf.LlavaProcessor(
-            image_processor=tf.CLIPImageProcessor(
-                size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-            ),
-            tokenizer=tok,
-            patch_size=patch_size,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,
-            chat_template=tok.chat_template,
-        )
-    elif family == "idefics3":
-        scale = 2
-        vision = dict(
-            hidden_size=vh,
-            intermediate_size=vh * 2,
-            num_hidden_layers=vision_layers,
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=patch_size,
-        )
-        text = dict(_llama_text(tok, hidden_size, num_layers, num_heads), model_type="llama")
-        ip_kwargs = dict(
-            size={"longest_edge": image_size},
-            max_image_size={"longest_edge": image_size},
-            do_image_splitting=False,
-        )
-        seq_len = (grid * grid) // (scale * scale)
-        top = dict(
-            image_token_id=tok.convert_tokens_to_ids("<image>"),
-            scale_factor=scale,
-            pad_token_id=tok.pad_token_id,
-            tie_word_embeddings=True,
-        )
-        if arch == "idefics3":
-            config = tf.Idefics3Config(
-                text_config=_merge(text, text_config),
-                vision_config=_merge(vision, vision_config),
-                **_merge(top, overrides),
-            )
-            processor = tf.Idefics3Processor(
-                image_processor=tf.Idefics3ImageProcessor(**ip_kwargs),
-                tokenizer=tok,
-                image_seq_len=seq_len,
-                chat_template=tok.chat_template,
-            )
-        else:
-            config = tf.SmolVLMConfig(
-                text_config=_merge(text, text_config),
-                vision_config=_merge(vision, vision_config),
-                **_merge(top, overrides),
-            )
-            processor = tf.SmolVLMProcessor(
-                image_processor=tf.SmolVLMImageProcessor(**ip_kwargs),
-                tokenizer=tok,
-                video_processor=tf.SmolVLMVideoProcessor(**ip_kwargs),
-                image_seq_len=seq_len,
-                chat_template=tok.chat_template,
-            )
-    elif family == "paligemma":
-        ip = tf.SiglipImageProcessor(size={"height": image_size, "width": image_size})
-        ip.image_seq_length = grid * grid
-        processor = tf.PaliGemmaProcessor(image_processor=ip, tokenizer=tok)
-        vocab = len(processor.tokenizer)
-        text = dict(
-            _llama_text(tok, hidden_size, num_layers, num_heads), model_type="gemma", vocab_size=vocab
-        )
-        text["num_image_tokens"] = grid * grid
-        vision = dict(
-            hidden_size=vh,
-            intermediate_size=vh * 2,
-            num_hidden_layers=vision_layers,
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=patch_size,
-            projection_dim=hidden_size,
-            vision_use_head=False,
-            model_type="siglip_vision_model",
-        )
-        config = tf.PaliGemmaConfig(
-            text_config=_merge(text, text_config),
-            vision_config=_merge(vision, vision_config),
-            **_merge(
-                dict(
-                    image_token_index=tok.convert_tokens_to_ids("<image>"),
-                    vocab_size=vocab,
-                    projection_dim=hidden_size,
-                    hidden_size=hidden_size,
-                ),
-                overrides,
-            ),
-        )
-    elif family == "internvl":
-        seq_len = (grid * grid) // 4  # pixel shuffle with downsample_ratio 0.5
-        vision = dict(
-            hidden_size=vh,
-            intermediate_size=vh * 2,
-            num_hidden_layers=vision_layers,
-            num_attention_heads=2,
-            image_size=[image_size, image_size],
-            patch_size=[patch_size, patch_size],
-        )
-        text = dict(_llama_text(tok, hidden_size, num_layers, num_heads), model_type="qwen2")
-        config = tf.InternVLConfig(
-            text_config=_merge(text, text_config),
-            vision_config=_merge(vision, vision_config),
-            **_merge(
-                dict(
-                    image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"),
-                    image_seq_length=seq_len,
-                    downsample_ratio=0.5,
-                    vision_feature_layer=-1,
-                    tie_word_embeddings=True,
-                ),
-                overrides,
-            ),
-        )
-        ip_kwargs = dict(
-            size={"height": image_size, "width": image_size}, crop_to_patches=False, max_patches=1
-        )
-        processor = tf.InternVLProcessor(
-            image_processor=tf.GotOcr2ImageProcessor(**ip_kwargs),
-            tokenizer=tok,
-            video_processor=tf.InternVLVideoProcessor(size={"height": image_size, "width": image_size}),
-            image_seq_length=seq_len,
-            chat_template=tok.chat_template,
-        )
-    else:  # gemma3
-        mm_tokens = max(1, grid // 2) ** 2
-        text = _llama_text(tok, hidden_size, num_layers, num_heads)
-        text.update(sliding_window=512, query_pre_attn_scalar=head_dim)
-        vision = dict(
-            hidden_size=vh,
-            intermediate_size=vh * 2,
-            num_hidden_layers=vision_layers,
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=patch_size,
-            vision_use_head=False,
-            model_type="siglip_vision_model",
-        )
-        config = tf.Gemma3Config(
-            text_config=_merge(text, text_config),
-            vision_config=_merge(vision, vision_config),
-            **_merge(
-                dict(
-                    mm_tokens_per_image=mm_tokens,
-                    boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
-                    eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
-                    image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
-                    tie_word_embeddings=True,
-                ),
-                overrides,
-            ),
-        )
-        processor = tf.Gemma3Processor(
-            image_processor=tf.Gemma3ImageProcessor(
-                size={"height": image_size, "width": image_size}, do_pan_and_scan=False
-            ),
-            tokenizer=tok,
-            image_seq_length=mm_tokens,
-            chat_template=tok.chat_template,
-        )
-
-    return config, processor
+    spec = TinySpec(
+        arch=arch,
+        tok=build_tokenizer(arch, vocab_size),
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        vision_hidden_size=vision_hidden_size,
+        vision_layers=vision_layers,
+        text_config=text_config,
+        vision_config=vision_config,
+        overrides=overrides,
+    )
+    return entry.build(spec)
 
 
 def count_parameters(model) -> int:
