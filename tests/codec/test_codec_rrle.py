@@ -1,3 +1,6 @@
+import re
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -199,3 +202,105 @@ def test_descriptor_grid_size_reads_any_grid_and_refuses_malformed_text():
     assert descriptor_grid_size(text.replace("*7", "*6", 1)) is None  # first row short of the others
     assert descriptor_grid_size("others *4\n others *4") is None  # no final newline
     assert descriptor_grid_size("hello") is None
+
+
+# --- hostile and malformed text (the issue "codec hardening") ---
+
+OLD_FUZZY_RUN = re.compile(r"^(?P<label>.*?)\s*\*\s*(?P<count>\S*)\s*$", re.DOTALL)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from(list("ab*3 \t|\xa0\x1c\u2028")), min_size=1, max_size=30).map(str.strip))
+def test_linear_run_split_matches_the_old_regex(piece):
+    from text4seg.codec.rrle import _split_fuzzy_run
+
+    if not piece:
+        return
+    old = OLD_FUZZY_RUN.match(piece)
+    new = _split_fuzzy_run(piece, "*")
+    if old is None:
+        assert new is None
+    else:
+        assert new is not None and (new[0].strip(), new[1]) == (old["label"].strip(), old["count"])
+
+
+@pytest.mark.parametrize("labels", [None, ["others", "red circle"]])
+def test_long_whitespace_inside_a_run_decodes_in_linear_time(labels):
+    # the old regex backtracked quadratically: 64k spaces took 5.7 s, 128k 22.7 s
+    rows = ["others *16"] * 16
+    rows[3] = "others *4| red circle" + " \t" * 100_000 + "x*8| others *4"
+    start = time.perf_counter()
+    d = t4s.decode("\n ".join(rows) + "\n", labels=labels)
+    assert time.perf_counter() - start < 0.5
+    assert d.grid.shape == (16, 16) and d.report
+
+
+def test_many_lines_of_prose_decode_in_linear_time():
+    start = time.perf_counter()
+    d = t4s.decode("no rows here\n" * 200_000)
+    assert time.perf_counter() - start < 1.0
+    assert not d.grid.any() and [r.kind for r in d.report][0] == "text_before"
+
+
+def test_a_count_of_thousands_of_digits_never_raises_leniently_and_is_located_strictly():
+    huge = "9" * 5000  # above Python's 4,300-digit int-conversion limit
+    text = GOOD.replace("cat *2", "cat *" + huge)
+    d = t4s.decode(text, FMT4)
+    assert d.grid[1].tolist() == [0, 1, 1, 1] and {r.kind for r in d.report} == {"row_cut"}
+    with pytest.raises(t4s.DescriptorParseError, match="more than 4 cells") as info:
+        t4s.decode(text, FMT4, strict=True)
+    assert (info.value.row, info.value.col, info.value.offset) == (1, 1, text.index(huge))
+    assert t4s.decode("others *" + huge + "\n", FMT4).report  # the fuzzy path too
+
+
+def test_count_wider_than_the_row_is_a_repair():
+    d = t4s.decode(GOOD.replace("cat *2| others *1", "cat *999999"), FMT4)
+    assert d.grid[1].tolist() == [0, 1, 1, 1] and [r.kind for r in d.report] == ["row_cut"]
+
+
+@pytest.mark.parametrize("sentence", ["Sure, here is the red circle.", "Here:", "It is the *red* one."])
+def test_prose_before_untagged_rows_is_dropped_not_read_as_a_label(sentence):
+    desc = "others *4\n others *1| red circle *2| others *1\n others *4\n others *4\n"
+    d = t4s.decode(sentence + "\n" + desc, FMT4)
+    assert d.labels == ["others", "red circle"]
+    assert d.grid[0].tolist() == [0, 0, 0, 0] and d.grid[1].tolist() == [0, 1, 1, 0]
+    assert [r.kind for r in d.report] == ["text_before"]
+    with pytest.raises(t4s.DescriptorParseError, match="bad label") as info:
+        t4s.decode(sentence + "\n" + desc, FMT4, strict=True)
+    assert (info.value.row, info.value.offset) == (0, 0)
+
+
+def test_descriptor_grid_size_refuses_huge_claims_without_allocating():
+    from text4seg.codec import MAX_GRID_SIDE, descriptor_grid_size
+
+    wide = ("others *999999| " * 1024)[:-2] + "\n"  # 16 KB claiming 10^9 columns (was 60 GB)
+    tall = "others *1" + "\n others *1" * MAX_GRID_SIDE + "\n"
+    for text in (wide, tall):
+        start = time.perf_counter()
+        assert descriptor_grid_size(text) is None
+        assert time.perf_counter() - start < 0.1
+    with pytest.raises(t4s.DescriptorParseError, match="MAX_GRID_SIDE") as info:
+        descriptor_grid_size(wide, strict=True)
+    assert (info.value.row, info.value.offset) == (0, len("others *"))
+    with pytest.raises(t4s.DescriptorParseError, match="rows") as info:
+        descriptor_grid_size(tall, strict=True)
+    assert info.value.row == MAX_GRID_SIDE and tall[info.value.offset :].startswith("others *1\n")
+    edge = "others *1024" + "\n others *1024" * (MAX_GRID_SIDE - 1) + "\n"
+    assert descriptor_grid_size(edge) == (MAX_GRID_SIDE, MAX_GRID_SIDE)
+    with pytest.raises(ValueError, match="MAX_GRID_SIDE"):
+        t4s.TEXT4SEG.with_grid(MAX_GRID_SIDE + 1)
+
+
+def test_deprecated_rle_module_still_imports():
+    import importlib
+    import sys
+
+    sys.modules.pop("text4seg.codec.rle", None)
+    with pytest.warns(DeprecationWarning, match="rrle"):
+        old = importlib.import_module("text4seg.codec.rle")
+    assert old.parse_lenient is t4s.codec.parse_lenient and old.check_labels is t4s.codec.check_labels
+
+
+def test_an_answer_with_no_row_at_all_is_no_target():
+    d = t4s.decode("I cannot find it in the image.")
+    assert d.is_empty and "text_before" in {r.kind for r in d.report}

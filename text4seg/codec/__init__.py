@@ -1,7 +1,7 @@
 """The descriptor codec: masks <-> label grids <-> R-RLE text. Pure numpy and the standard library."""
 
 from .descriptor import Descriptor, decode, encode_label_map, encode_mask, extract_segments, format_answer
-from .format import TEXT4SEG, DescriptorFormat, LabelError, check_label
+from .format import MAX_GRID_SIDE, TEXT4SEG, DescriptorFormat, LabelError, check_label
 from .grid import grid_to_mask, label_map_to_grid, mask_to_box, mask_to_grid
 from .rrle import (
     DescriptorParseError,
@@ -15,6 +15,7 @@ from .rrle import (
 )
 
 __all__ = [
+    "MAX_GRID_SIDE",
     "TEXT4SEG",
     "Descriptor",
     "DescriptorFormat",

@@ -6,15 +6,24 @@ from dataclasses import dataclass, replace
 
 GridSize = tuple[int, int]
 
+MAX_GRID_SIDE = 1024
+"""The most rows or columns a grid may have. Descriptors use 16 to 32 cells a side; the bound keeps text
+that claims a huge grid (`others *999999| …`) from allocating without limit: a format cannot be made
+larger, strict decoding and `descriptor_grid_size(strict=True)` raise `DescriptorParseError` on text
+wider or taller, and lenient decoding never allocates more than its format's grid."""
+
 
 def as_grid_size(grid: int | tuple[int, int] | list[int]) -> GridSize:
-    """Normalise a grid given as `g` or `(rows, cols)` to `(rows, cols)`, refusing non-positive sizes."""
+    """Normalise a grid given as `g` or `(rows, cols)` to `(rows, cols)`, refusing sizes outside
+    1..`MAX_GRID_SIDE`."""
     if isinstance(grid, int):
         rows = cols = grid
     else:
         rows, cols = (int(v) for v in grid)
     if rows < 1 or cols < 1:
         raise ValueError(f"grid size must be positive, got {grid!r}")
+    if rows > MAX_GRID_SIDE or cols > MAX_GRID_SIDE:
+        raise ValueError(f"grid size {rows}×{cols} exceeds MAX_GRID_SIDE = {MAX_GRID_SIDE}")
     return rows, cols
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .format import TEXT4SEG, DescriptorFormat, check_label
+from .format import MAX_GRID_SIDE, TEXT4SEG, DescriptorFormat, LabelError, check_label
 
 __all__ = [
     "DescriptorParseError",
@@ -129,13 +129,62 @@ def _label_index(labels: list[str], index: dict[str, int], label: str, fixed: bo
     return index[label]
 
 
+def _short(text: str, n: int = 40) -> str:
+    """`text` cut to `n` characters for messages (hostile text can be megabytes long)."""
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def _check_run_label(label: str, fmt: DescriptorFormat, r: int, col: int, offset: int) -> None:
+    """Refuse a label `grid_to_text` could not have written (prose with a newline, a separator, …)."""
+    try:
+        check_label(label, fmt)
+    except LabelError:
+        raise DescriptorParseError(f"bad label {_short(label)!r}", row=r, col=col, offset=offset) from None
+
+
+def _strict_runs(
+    row_text: str,
+    fmt: DescriptorFormat,
+    cols: int,
+    r: int,
+    offset: int,
+    seen: dict[str, int],
+    exact: bool = True,
+) -> Iterator[tuple[str, int, int, int]]:
+    """Yield `(label, col, count, run offset)` for each run of a well-formed row of `cols` cells (at most
+    `cols` when not `exact`); raise `DescriptorParseError` at the first problem. `offset` is the row's
+    character offset; labels in `seen` are known to be well-formed."""
+    end, col = offset + len(row_text), 0
+    for run in row_text.split(fmt.run_sep):
+        label, sep, count_text = run.rpartition(fmt.count_sep)
+        if not sep:
+            raise DescriptorParseError(
+                f"run {_short(run)!r} has no {fmt.count_sep!r}", row=r, col=col, offset=offset
+            )
+        if label not in seen:
+            _check_run_label(label, fmt, r, col, offset)
+        count_at = offset + len(label) + len(sep)
+        if not (count_text.isascii() and count_text.isdigit()) or count_text.startswith("0"):
+            raise DescriptorParseError(f"bad count {_short(count_text)!r}", row=r, col=col, offset=count_at)
+        # compare digit counts before int(): Python refuses to convert a string of 4,301+ digits
+        if len(count_text) > len(str(cols)) or col + int(count_text) > cols:
+            raise DescriptorParseError(f"row has more than {cols} cells", row=r, col=col, offset=count_at)
+        yield label, col, int(count_text), offset
+        col += int(count_text)
+        offset += len(run) + len(fmt.run_sep)
+    if exact and col != cols:
+        raise DescriptorParseError(f"row has {col} cells, expected {cols}", row=r, col=col, offset=end)
+
+
 def parse_strict(
     text: str, fmt: DescriptorFormat = TEXT4SEG, labels: Sequence[str] | None = None
 ) -> tuple[np.ndarray, list[str]]:
     """Parse well-formed descriptor text (no tags) into `(grid, labels)`, or raise `DescriptorParseError`.
 
     Without `labels`, the background maps to 0 and other labels to 1, 2, … by first appearance; with
-    `labels`, every label in the text must be one of them and grid values index that list.
+    `labels`, every label in the text must be one of them and grid values index that list. A label
+    that `grid_to_text` would refuse (one holding a newline, a separator or a tag) is an error, so
+    prose before the first row is never read as a label.
     """
     rows_n, cols_n = fmt.grid
     known = list(labels) if labels is not None else [fmt.background]
@@ -145,67 +194,62 @@ def parse_strict(
     if not text.endswith(fmt.end):
         raise DescriptorParseError(f"text must end with {fmt.end!r}", row=None, offset=len(text))
     body = text[: len(text) - len(fmt.end)] if fmt.end else text
+    found = body.count(fmt.row_sep) + 1
+    if found != rows_n:
+        raise DescriptorParseError(f"expected {rows_n} rows, found {found}", offset=len(body))
     grid = np.zeros((rows_n, cols_n), dtype=np.int32)
     offset = 0
-    row_texts = body.split(fmt.row_sep)
-    if len(row_texts) != rows_n:
-        raise DescriptorParseError(f"expected {rows_n} rows, found {len(row_texts)}", offset=len(body))
-    for r, row_text in enumerate(row_texts):
-        col = 0
-        run_offset = offset
-        for run in row_text.split(fmt.run_sep):
-            label, sep, count_text = run.rpartition(fmt.count_sep)
-            if not sep:
-                raise DescriptorParseError(
-                    f"run {run!r} has no {fmt.count_sep!r}", row=r, col=col, offset=run_offset
-                )
-            if not label or label != label.strip():
-                raise DescriptorParseError(f"bad label {label!r}", row=r, col=col, offset=run_offset)
-            if not (count_text.isascii() and count_text.isdigit()) or count_text.startswith("0"):
-                raise DescriptorParseError(
-                    f"bad count {count_text!r}", row=r, col=col, offset=run_offset + len(label) + len(sep)
-                )
-            count = int(count_text)
+    for r, row_text in enumerate(body.split(fmt.row_sep)):
+        for label, col, count, at in _strict_runs(row_text, fmt, cols_n, r, offset, index):
             value = _label_index(known, index, label, fixed=labels is not None)
             if value is None:
-                raise DescriptorParseError(f"unknown label {label!r}", row=r, col=col, offset=run_offset)
-            if col + count > cols_n:
-                raise DescriptorParseError(
-                    f"row has more than {cols_n} cells",
-                    row=r,
-                    col=col,
-                    offset=run_offset + len(label) + len(sep),
-                )
+                raise DescriptorParseError(f"unknown label {_short(label)!r}", row=r, col=col, offset=at)
             grid[r, col : col + count] = value
-            col += count
-            run_offset += len(run) + len(fmt.run_sep)
-        if col != cols_n:
-            raise DescriptorParseError(
-                f"row has {col} cells, expected {cols_n}", row=r, col=col, offset=offset + len(row_text)
-            )
         offset += len(row_text) + len(fmt.row_sep)
     return grid, known
 
 
-_FUZZY_RUN = re.compile(r"^(?P<label>.*?)\s*\*\s*(?P<count>\S*)\s*$", re.DOTALL)
+_DIGITS = re.compile(r"\d+")
+_MAX_COUNT_DIGITS = 6  # a longer count cannot fit any grid (MAX_GRID_SIDE has 4 digits)
+
+
+def _read_count(digits: str, cols: int) -> int:
+    """A run count; one too long to fit a row reads as `cols + 1` (cut by the row, reported as row_cut)."""
+    return int(digits) if len(digits) <= _MAX_COUNT_DIGITS else cols + 1
+
+
+def _split_fuzzy_run(piece: str, mark: str) -> tuple[str, str] | None:
+    """`(label, count text)` of a stripped run around its count mark, or None when it has none.
+
+    Picks the first mark followed only by whitespace and one word, as the regex
+    `^(.*?)\\s*MARK\\s*(\\S*)\\s*$` would, in linear time: that regex backtracks quadratically over a
+    long stretch of spaces (64k spaces took 5.7 s).
+    """
+    parts = piece.rsplit(None, 1)  # [text before the last word, stripped at its end; last word]
+    token = parts[-1]
+    if len(parts) == 2 and parts[0].endswith(mark):
+        return parts[0][: len(parts[0]) - len(mark)], token
+    at = token.find(mark)
+    if at == -1:
+        return None
+    return piece[: len(piece) - len(token) + at], token[at + len(mark) :]
 
 
 def _fuzzy_runs(row_text: str, fmt: DescriptorFormat) -> list[tuple[str, int | None]]:
     """Split a malformed row into (label, count or None) pairs, as best it can."""
     sep = fmt.run_sep.strip() or fmt.run_sep
+    mark = fmt.count_sep.strip() or fmt.count_sep
     runs: list[tuple[str, int | None]] = []
     for piece in row_text.split(sep):
         piece = piece.strip()
         if not piece:
             continue
-        match = _FUZZY_RUN.match(piece)
-        if match is None:
+        split = _split_fuzzy_run(piece, mark)
+        if split is None:
             runs.append((piece, None))
             continue
-        label, count_text = match.group("label").strip(), match.group("count")
-        digits = re.match(r"\d+", count_text)
-        count = int(digits.group()) if digits and len(digits.group()) < 7 else None
-        runs.append((label, count))
+        digits = _DIGITS.match(split[1])
+        runs.append((split[0].strip(), _read_count(digits.group(), fmt.cols) if digits else None))
     return runs
 
 
@@ -223,9 +267,16 @@ class _LenientRow:
         value = _label_index(self.known, self.index, label, self.fixed)
         if value is not None:
             return value
-        close = difflib.get_close_matches(label, self.known, n=1, cutoff=0.75)
+        # difflib's ratio is at most 2 * shorter / (sum of lengths): a label over twice as long as every
+        # known label cannot reach 0.75, so skip difflib's work on it (hostile labels can be megabytes)
+        longest = max(len(k) for k in self.known)
+        close = (
+            difflib.get_close_matches(label, self.known, n=1, cutoff=0.75)
+            if len(label) <= 2 * longest
+            else []
+        )
         value = self.index[close[0]] if close else 0
-        self.repairs.append(Repair("unknown_label", f"{label!r} read as {self.known[value]!r}", r))
+        self.repairs.append(Repair("unknown_label", f"{_short(label)!r} read as {self.known[value]!r}", r))
         return value
 
     def cells(self, runs: list[tuple[str, int | None]], r: int) -> np.ndarray:
@@ -235,7 +286,9 @@ class _LenientRow:
         missing = [i for i, c in enumerate(counts) if c is None]
         for i, c in enumerate(counts):
             if c == 0:
-                self.repairs.append(Repair("bad_count", f"zero-length run of {runs[i][0]!r} dropped", r))
+                self.repairs.append(
+                    Repair("bad_count", f"zero-length run of {_short(runs[i][0])!r} dropped", r)
+                )
         if missing:
             left = max(cols - sum(c for c in counts if c), 0)
             share = max(left // len(missing), 1)
@@ -292,14 +345,16 @@ def parse_lenient(
         repairs.append(Repair("missing_end", f"text does not end with {fmt.end!r}"))
     row_sep = fmt.row_sep.strip(" ") or fmt.row_sep
     lines = [line.strip() for line in body.split(row_sep)]
-    count_mark = fmt.count_sep.strip() or fmt.count_sep
-    while lines and count_mark not in lines[0] and len(lines) > 1:
-        repairs.append(Repair("text_before", f"dropped {lines[0][:40]!r} before the first row"))
-        lines.pop(0)
     empty = [i for i, line in enumerate(lines) if not line]
     if empty:
         repairs.append(Repair("empty_row", f"dropped {len(empty)} empty line(s)"))
         lines = [line for line in lines if line]
+    first = next((i for i, line in enumerate(lines) if _looks_like_row(line, fmt)), len(lines))
+    if first:
+        what = repr(_short(lines[0])) if first == 1 else f"{first} lines from {_short(lines[0])!r} on"
+        where = "before the first row" if first < len(lines) else "(no row found)"
+        repairs.append(Repair("text_before", f"dropped {what} {where}"))
+        lines = lines[first:]
     grid = np.zeros((rows_n, cols_n), dtype=np.int32)
     row_parser = _LenientRow(fmt, known, index, fixed=labels is not None)
     for r, line in enumerate(lines[:rows_n]):
@@ -320,6 +375,18 @@ def parse_lenient(
     return grid, known, repairs
 
 
+def _looks_like_row(line: str, fmt: DescriptorFormat) -> bool:
+    """True when a line has run syntax (lines before the first such line, e.g. an answer sentence in
+    untagged text, are not rows): a run separator, a count mark before a digit (` *3`, `*  3`) or
+    a count mark at its end (a row whose count was lost). Linear in the line's length."""
+    if (fmt.run_sep.strip() or fmt.run_sep) in line:
+        return True
+    mark, compact = "".join(fmt.count_sep.split()), "".join(line.split())
+    if not mark:
+        return any(ch.isdigit() for ch in compact)
+    return compact.endswith(mark) or re.search(re.escape(mark) + r"\d", compact) is not None
+
+
 def _compact(grid: np.ndarray, known: list[str]) -> tuple[np.ndarray, list[str]]:
     """Drop labels that no cell kept (e.g. from cut rows), renumbering by first appearance."""
     present = [0] + [v for v in dict.fromkeys(grid.ravel().tolist()) if v != 0]
@@ -330,22 +397,47 @@ def _compact(grid: np.ndarray, known: list[str]) -> tuple[np.ndarray, list[str]]
     return remap[grid], [known[v] for v in present]
 
 
-def descriptor_grid_size(text: str, fmt: DescriptorFormat = TEXT4SEG) -> tuple[int, int] | None:
+def descriptor_grid_size(
+    text: str, fmt: DescriptorFormat = TEXT4SEG, strict: bool = False
+) -> tuple[int, int] | None:
     """`(rows, cols)` of bare descriptor text written exactly in `fmt`'s layout, whatever grid size it
-    was written for (`fmt.grid` is ignored); None when the text is not such a descriptor."""
-    body = text[: -len(fmt.end)] if fmt.end and text.endswith(fmt.end) else text
-    lines = body.split(fmt.row_sep)
-    runs = _strict_row(lines[0], fmt)
-    if not runs:
-        return None
-    size = (len(lines), sum(count or 0 for _, count in runs))
-    if not size[1]:
-        return None
+    was written for (`fmt.grid` is ignored).
+
+    The size is computed from the separators and the first row's counts before anything is allocated;
+    a text claiming more than `MAX_GRID_SIDE` rows or columns is refused. Returns None when the text is
+    not such a descriptor, or with `strict=True` raises `DescriptorParseError` saying where it fails.
+    """
     try:
-        parse_strict(text, fmt.with_grid(size))
+        return _text_grid_size(text, fmt)
     except DescriptorParseError:
+        if strict:
+            raise
         return None
-    return size
+
+
+def _text_grid_size(text: str, fmt: DescriptorFormat) -> tuple[int, int]:
+    if not isinstance(text, str) or not text.endswith(fmt.end):
+        raise DescriptorParseError(f"text must end with {fmt.end!r}", offset=len(text or ""))
+    body = text[: len(text) - len(fmt.end)] if fmt.end else text
+    rows = body.count(fmt.row_sep) + 1
+    if rows > MAX_GRID_SIDE:
+        at = -1
+        for _ in range(MAX_GRID_SIDE):
+            at = body.find(fmt.row_sep, at + 1)
+        raise DescriptorParseError(
+            f"more than MAX_GRID_SIDE = {MAX_GRID_SIDE} rows", row=MAX_GRID_SIDE, offset=at + len(fmt.row_sep)
+        )
+    first = body.split(fmt.row_sep, 1)[0]
+    known = {fmt.background: 0}
+    try:
+        cols = sum(count for _, _, count, _ in _strict_runs(first, fmt, MAX_GRID_SIDE, 0, 0, known, False))
+    except DescriptorParseError as err:
+        if not err.reason.startswith("row has more than"):
+            raise
+        reason = f"row wider than MAX_GRID_SIDE = {MAX_GRID_SIDE} cells"
+        raise DescriptorParseError(reason, row=0, col=err.col, offset=err.offset) from None
+    parse_strict(text, fmt.with_grid((rows, cols)))
+    return rows, cols
 
 
 def _strict_row(line: str, fmt: DescriptorFormat) -> list[tuple[str, int | None]] | None:
