@@ -1,4 +1,4 @@
-"""Architecture facts found from structure: parts, end-of-turn token, prompt rendering."""
+"""The registry of architecture facts: the table, parts, end-of-turn and stop tokens, prompt rendering."""
 
 from __future__ import annotations
 
@@ -54,6 +54,21 @@ def test_parts_end_of_turn_and_prompt(arch):
     prompt = registry.render_prompt(processor, "Segment it.")
     assert "Segment it." in prompt
     assert registry.answer_token_type(model) == (1 if arch == "paligemma" else 0)
+    # The table's facts agree with what the tiny build (made like the real checkpoints) shows.
+    facts = registry.arch_facts(model, strict=True)
+    assert facts is registry.ARCH_FACTS[arch] and facts.model_type == model.config.model_type == arch
+    has_template = registry.has_chat_template(processor)
+    assert facts.prompt_layout == ("chat_template" if has_template else "image_tokens_then_text")
+    # Stop tokens: end of turn first, then the EOS ids of the tokenizer and of the generation config.
+    tok = processor.tokenizer
+    stops = registry.stop_token_ids(processor)
+    assert stops == registry.end_of_turn_ids(processor)
+    assert stops[0] == tok.convert_tokens_to_ids(EXPECTED_END[arch]) and tok.eos_token_id in stops
+    assert len(set(stops)) == len(stops)
+    assert (
+        model.generation_config.eos_token_id == tok.eos_token_id
+    )  # tiny builds: the config's EOS is the same
+    assert registry.stop_token_ids(processor, model) == stops
 
 
 def test_parts_of_a_nested_legacy_layout():
@@ -100,3 +115,37 @@ def test_parts_of_a_nested_legacy_layout():
         "language_model.model.layers.0.q_proj",
         "language_model.model.layers.0.up_proj",
     ]
+
+
+def test_arch_facts_lookup_table_and_fallback():
+    from dataclasses import FrozenInstanceError
+
+    assert set(ARCHS) <= set(registry.ARCH_FACTS)
+    assert all(key == facts.model_type for key, facts in registry.ARCH_FACTS.items())
+    assert registry.arch_facts("paligemma").answer_token_type == 1
+    generic = registry.arch_facts("some_new_vlm")
+    assert generic.model_type == "some_new_vlm"
+    assert generic.answer_token_type == 0 and generic.prompt_layout == "chat_template"
+    assert generic.vision_hints == registry.GENERIC.vision_hints
+    with pytest.raises(registry.UnknownArchitectureError, match="'some_new_vlm'.*registered: qwen2_vl"):
+        registry.arch_facts("some_new_vlm", strict=True)
+    with pytest.raises(FrozenInstanceError):
+        registry.ARCH_FACTS["llava"].answer_token_type = 1
+
+
+def test_stop_token_ids_from_tokenizer_and_generation_config():
+    from transformers import GenerationConfig
+
+    from text4seg.models.tiny import build_tokenizer
+
+    tok = build_tokenizer("gemma3")
+    end, eos = tok.convert_tokens_to_ids("<end_of_turn>"), tok.eos_token_id
+    assert registry.stop_token_ids(tok) == [end, eos]
+    other = tok.convert_tokens_to_ids("<pad>")
+    assert registry.stop_token_ids(tok, GenerationConfig(eos_token_id=[other, end])) == [end, other, eos]
+    # No template and no EOS: the generation config alone, and an error when it names none either.
+    bare = build_tokenizer("paligemma")
+    bare.eos_token = None
+    assert registry.stop_token_ids(bare, GenerationConfig(eos_token_id=other)) == [other]
+    with pytest.raises(ValueError, match="no stop token"):
+        registry.stop_token_ids(bare)

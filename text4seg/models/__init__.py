@@ -1,4 +1,5 @@
-"""Model construction and loading: tiny offline models, Auto-class loading, architecture registry.
+"""Model construction and loading: tiny offline models, Auto-class loading, the registry of architecture
+facts, and the one unwrapper of PEFT/DDP/Accelerate models.
 
 Submodules import torch/transformers lazily, so importing this package stays cheap.
 """
@@ -7,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ARCHS", "build_tiny", "find_parts", "load_model_and_processor", "end_of_turn", "render_prompt"]
+__all__ = [
+    "ARCHS",
+    "arch_facts",
+    "build_tiny",
+    "end_of_turn",
+    "find_parts",
+    "load_model_and_processor",
+    "render_prompt",
+    "stop_token_ids",
+    "unwrap_model",
+]
 
 _LAZY = {
     "ARCHS": "text4seg.models.tiny",
@@ -16,6 +27,9 @@ _LAZY = {
     "find_parts": "text4seg.models.registry",
     "end_of_turn": "text4seg.models.registry",
     "render_prompt": "text4seg.models.registry",
+    "arch_facts": "text4seg.models.registry",
+    "stop_token_ids": "text4seg.models.registry",
+    "unwrap_model": "text4seg.models.unwrap",
 }
 
 

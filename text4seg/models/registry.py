@@ -1,34 +1,111 @@
-"""The one place for architecture-specific facts.
+"""The registry of architecture facts: what text4seg must know about a model type beyond the Auto classes.
 
-Everything else in text4seg (collator, trainer, segmenter) stays generic and asks this module:
+`ARCH_FACTS` is a table keyed by `config.model_type` of frozen `ArchFacts` entries, and `arch_facts(x)` looks
+up a model (wrapped by PEFT, DDP or Accelerate, or not), a config or a model type: a type not in the table
+gets the generic entry (or, with `strict=True`, an `UnknownArchitectureError`). Every fact has a generic
+default; an entry names only where its type differs. A new kind of fact (for example preprocessing that
+hides pixels, such as a center crop) is a new `ArchFacts` field with a generic default.
+
+The facts a processor carries itself are read from it, the same way for every type:
 
 - `render_prompt`: the user turn as text, ending where the model starts answering (chat template with
-  `add_generation_prompt=True`; PaliGemma, which has no template, gets `<image>…` + question and its
-  processor adds `<bos>` and the newline itself);
+  `add_generation_prompt=True`; without a template, as PaliGemma's checkpoints, the image tokens and the
+  question, and the processor adds `<bos>` and the newline itself);
 - `end_of_turn`: the token that closes an assistant turn, found by rendering a sample conversation, with
   the tokenizer's EOS as fallback (LLaVA-1.5's template ends a turn with a space only);
-- `answer_token_type`: the `token_type_ids` value of answer tokens (PaliGemma's prefix-LM marks the suffix 1);
-- `find_parts`: the language model, the vision tower and the projector, found from the module structure.
+- `stop_token_ids`: the ids that end generation (end of turn, the generation config's EOS, the tokenizer's);
+- `find_parts`: the language model, the vision tower and the projector, found from the module structure
+  with the entry's name hints.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
-# Model types whose `token_type_ids` mark the trained suffix (prefix-LM attention) with 1.
-_SUFFIX_TOKEN_TYPE = {"paligemma": 1}
+from text4seg.models.unwrap import unwrap_model
+
 # Name hints for modules that map vision features into the language model (inside or beside the tower).
 _PROJECTOR_HINTS = ("merger", "projector", "connector", "mm_projector", "multi_modal_projector", "deepstack")
 _VISION_HINTS = ("visual", "vision_tower", "vision_model", "vision_encoder", "image_encoder")
 _SENTINEL = "\x00ANSWER\x00"
 
+PromptLayout = Literal["chat_template", "image_tokens_then_text"]
+
+
+@dataclass(frozen=True)
+class ArchFacts:
+    """What text4seg knows about one `config.model_type`; the defaults are the generic facts.
+
+    - `prompt_layout`: how the type's released checkpoints lay out a prompt: through their chat template
+      (which places the image tokens), or, with no template, the processor's image token once per image
+      followed by the question (`render_prompt` follows the processor it is given; this records what to
+      expect of the type's checkpoints);
+    - `answer_token_type`: the `token_type_ids` value of answer tokens (1 where a prefix-LM marks the
+      trained suffix with it);
+    - `vision_hints`, `projector_hints`: module-name fragments that `find_parts` reads as the vision tower
+      and as the projector mapping vision features into the language model.
+    """
+
+    model_type: str
+    prompt_layout: PromptLayout = "chat_template"
+    answer_token_type: int = 0
+    vision_hints: tuple[str, ...] = _VISION_HINTS
+    projector_hints: tuple[str, ...] = _PROJECTOR_HINTS
+
+
+GENERIC = ArchFacts(model_type="")
+
+# The model types text4seg builds and tests (offline, in `text4seg.models.tiny`); the others get GENERIC.
+ARCH_FACTS: dict[str, ArchFacts] = {
+    facts.model_type: facts
+    for facts in (
+        ArchFacts("qwen2_vl"),
+        ArchFacts("qwen2_5_vl"),
+        ArchFacts("qwen3_vl"),
+        ArchFacts("llava"),
+        ArchFacts("idefics3"),
+        ArchFacts("smolvlm"),
+        # No chat template; prefix-LM attention: `token_type_ids` mark the trained suffix with 1.
+        ArchFacts("paligemma", prompt_layout="image_tokens_then_text", answer_token_type=1),
+        ArchFacts("gemma3"),
+        ArchFacts("internvl"),
+    )
+}
+
+
+class UnknownArchitectureError(LookupError):
+    """A strict look-up of a model type that `ARCH_FACTS` does not hold."""
+
 
 def model_type(model_or_config: Any) -> str:
-    """`config.model_type` of a model (PEFT-wrapped or not) or of a config."""
-    config = getattr(model_or_config, "config", model_or_config)
+    """`config.model_type` of a model (PEFT-, DDP- or Accelerate-wrapped or not) or of a config."""
+    target = unwrap_model(model_or_config)
+    config = getattr(target, "config", target)
     return str(getattr(config, "model_type", ""))
+
+
+def arch_facts(model_or_type: Any, *, strict: bool = False) -> ArchFacts:
+    """The `ArchFacts` of a model, a config or a model type (a string).
+
+    A type not in `ARCH_FACTS` gets the generic facts under its own name, or with `strict` raises
+    `UnknownArchitectureError` naming the registered types.
+    """
+    kind = model_or_type if isinstance(model_or_type, str) else model_type(model_or_type)
+    facts = ARCH_FACTS.get(kind)
+    if facts is not None:
+        return facts
+    if strict:
+        raise UnknownArchitectureError(
+            f"no architecture facts registered for model type {kind!r}; registered: {', '.join(ARCH_FACTS)}"
+        )
+    return replace(GENERIC, model_type=kind)
+
+
+def answer_token_type(model_or_config: Any) -> int:
+    """Value of `token_type_ids` on answer tokens (1 for PaliGemma's suffix, else 0)."""
+    return arch_facts(model_or_config).answer_token_type
 
 
 def tokenizer_of(processor: Any) -> Any:
@@ -115,18 +192,34 @@ def end_of_turn(processor: Any) -> str:
     return str(eos)
 
 
-def end_of_turn_ids(processor: Any) -> list[int]:
-    """Token ids that should stop generation: the end-of-turn token and EOS (deduplicated)."""
-    tok = tokenizer_of(processor)
-    ids = [tok.convert_tokens_to_ids(end_of_turn(processor))]
-    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
-        ids.append(tok.eos_token_id)
+def stop_token_ids(processor_or_tokenizer: Any, model: Any = None) -> list[int]:
+    """Token ids that should stop generation, deduplicated in this order: the end-of-turn token, the EOS
+    ids of `model`'s generation config (`model` may also be a `GenerationConfig`), the tokenizer's EOS.
+
+    Raises ValueError when there is none of them.
+    """
+    tok = tokenizer_of(processor_or_tokenizer)
+    ids: list[int] = []
+    try:
+        ids.append(int(tok.convert_tokens_to_ids(end_of_turn(processor_or_tokenizer))))
+    except ValueError:  # neither a template's end of turn nor a tokenizer EOS: the config may name one
+        pass
+    generation = None if model is None else getattr(unwrap_model(model), "generation_config", model)
+    for source in (getattr(generation, "eos_token_id", None), getattr(tok, "eos_token_id", None)):
+        for i in [] if source is None else [source] if isinstance(source, int) else list(source):
+            if int(i) not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise ValueError(
+            "no stop token: no chat template marks the end of a turn, and neither the generation config "
+            "nor the tokenizer names an EOS"
+        )
     return ids
 
 
-def answer_token_type(model_or_config: Any) -> int:
-    """Value of `token_type_ids` on answer tokens (1 for PaliGemma's suffix, else 0)."""
-    return _SUFFIX_TOKEN_TYPE.get(model_type(model_or_config), 0)
+def end_of_turn_ids(processor: Any) -> list[int]:
+    """`stop_token_ids(processor)`: the end-of-turn token and the tokenizer's EOS (kept for its callers)."""
+    return stop_token_ids(processor)
 
 
 @dataclass(frozen=True)
@@ -157,77 +250,72 @@ class ModelParts:
         return rf"^{re.escape(self.language_model)}\..*\.({alternatives})$"
 
 
-def _unwrap(model: Any) -> Any:
-    """The transformers model under a PEFT wrapper (named_modules of the result match the base model)."""
-    if hasattr(model, "get_base_model"):
-        return model.get_base_model()
-    return model
-
-
 def find_parts(model: Any) -> ModelParts:
     """Locate the language model, vision tower and projector from the structure of `model`.
 
     The language model is the module owning the input embedding (`embed_tokens`); the vision tower is a
     sibling holding a vision config or named like one; the projector is any other sibling (LLaVA's
     `multi_modal_projector`, Idefics3's `connector`), plus modules inside the tower that map into the
-    text hidden size (Qwen-VL's `merger`, Qwen3-VL's deepstack mergers).
+    text hidden size (Qwen-VL's `merger`, Qwen3-VL's deepstack mergers). Names are those of the
+    unwrapped model (`unwrap_model`).
     """
-    import torch
-
-    model = _unwrap(model)
+    facts = arch_facts(model)
+    model = unwrap_model(model)
     embeddings = model.get_input_embeddings()
     names = dict(model.named_modules())
-    lm_name = None
-    for name, mod in names.items():
-        if name and any(child is embeddings for child in mod.children()):
-            lm_name = name
-            break
+    lm_name = next(
+        (name for name, mod in names.items() if name and any(c is embeddings for c in mod.children())), None
+    )
     if lm_name is None:
         raise ValueError(
             f"cannot find the language model of {type(model).__name__}: no module owns the embeddings"
         )
-    lm_head = None
     out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    for name, mod in names.items():
-        if out_emb is not None and mod is out_emb:
-            lm_head = name
-
-    def siblings_of(name: str) -> list[str]:
-        parent = name.rsplit(".", 1)[0] if "." in name else ""
-        out = [f"{parent}.{n}" if parent else n for n, _ in names[parent].named_children()]
-        return [x for x in out if x not in (name, lm_head) and any(True for _ in names[x].parameters())]
-
+    lm_head = next((name for name, mod in names.items() if out_emb is not None and mod is out_emb), None)
     # Older layouts nest the decoder one level deeper (language_model.model.embed_tokens): climb until the
     # language model has siblings (the vision side).
-    while "." in lm_name and not siblings_of(lm_name):
+    while "." in lm_name and not _siblings(names, lm_name, lm_head):
         lm_name = lm_name.rsplit(".", 1)[0]
-    siblings = siblings_of(lm_name)
-    text_hidden = int(embeddings.embedding_dim)
-
     vision, projector = [], []
-    for sib in siblings:
-        mod = names[sib]
+    for sib in _siblings(names, lm_name, lm_head):
         leaf = sib.rsplit(".", 1)[-1]
-        is_tower = hasattr(mod, "config") or any(h in leaf for h in _VISION_HINTS)
-        if is_tower and not any(h in leaf for h in _PROJECTOR_HINTS):
+        is_tower = hasattr(names[sib], "config") or any(h in leaf for h in facts.vision_hints)
+        if is_tower and not any(h in leaf for h in facts.projector_hints):
             vision.append(sib)
         else:
             projector.append(sib)
-    # Projector modules living inside a tower: a direct child whose name hints so, or whose last Linear maps
-    # into the text hidden size while the tower works at another width.
-    for tower in list(vision):
-        for child_name, child in names[tower].named_children():
-            full = f"{tower}.{child_name}"
-            linears = [m for m in child.modules() if isinstance(m, torch.nn.Linear)]
-            maps_to_text = bool(linears) and linears[-1].out_features == text_hidden
-            tower_width = getattr(getattr(names[tower], "config", None), "hidden_size", None)
-            if any(h in child_name for h in _PROJECTOR_HINTS) or (
-                maps_to_text
-                and tower_width not in (None, text_hidden)
-                and not isinstance(child, torch.nn.ModuleList)
-            ):
-                projector.append(full)
+    text_hidden = int(embeddings.embedding_dim)
+    for tower in vision:
+        projector += _projectors_in_tower(names, tower, text_hidden, facts.projector_hints)
     return ModelParts(language_model=lm_name, vision_tower=vision, projector=projector, lm_head=lm_head)
+
+
+def _siblings(names: dict[str, Any], name: str, lm_head: str | None) -> list[str]:
+    """The modules beside `name` (same parent) that hold parameters, other than `name` and the LM head."""
+    parent = name.rsplit(".", 1)[0] if "." in name else ""
+    out = [f"{parent}.{n}" if parent else n for n, _ in names[parent].named_children()]
+    return [x for x in out if x not in (name, lm_head) and any(True for _ in names[x].parameters())]
+
+
+def _projectors_in_tower(
+    names: dict[str, Any], tower: str, text_hidden: int, hints: tuple[str, ...]
+) -> list[str]:
+    """Projector modules living inside a tower: a direct child whose name hints so, or whose last Linear
+    maps into the text hidden size while the tower works at another width."""
+    import torch
+
+    found = []
+    tower_width = getattr(getattr(names[tower], "config", None), "hidden_size", None)
+    for child_name, child in names[tower].named_children():
+        linears = [m for m in child.modules() if isinstance(m, torch.nn.Linear)]
+        maps_to_text = bool(linears) and linears[-1].out_features == text_hidden
+        if any(h in child_name for h in hints) or (
+            maps_to_text
+            and tower_width not in (None, text_hidden)
+            and not isinstance(child, torch.nn.ModuleList)
+        ):
+            found.append(f"{tower}.{child_name}")
+    return found
 
 
 def in_parts(name: str, prefixes: list[str]) -> bool:
