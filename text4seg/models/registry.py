@@ -205,16 +205,21 @@ def stop_token_ids(processor_or_tokenizer: Any, model: Any = None) -> list[int]:
     except ValueError:  # neither a template's end of turn nor a tokenizer EOS: the config may name one
         pass
     generation = None if model is None else getattr(unwrap_model(model), "generation_config", model)
-    for source in (getattr(generation, "eos_token_id", None), getattr(tok, "eos_token_id", None)):
-        for i in [] if source is None else [source] if isinstance(source, int) else list(source):
-            if int(i) not in ids:
-                ids.append(int(i))
+    ids += _as_ids(getattr(generation, "eos_token_id", None)) + _as_ids(getattr(tok, "eos_token_id", None))
+    ids = list(dict.fromkeys(ids))
     if not ids:
         raise ValueError(
             "no stop token: no chat template marks the end of a turn, and neither the generation config "
             "nor the tokenizer names an EOS"
         )
     return ids
+
+
+def _as_ids(value: Any) -> list[int]:
+    """An `eos_token_id` setting (None, one id or a list of ids) as a list."""
+    if value is None:
+        return []
+    return [int(value)] if isinstance(value, int) else [int(i) for i in value]
 
 
 def end_of_turn_ids(processor: Any) -> list[int]:
