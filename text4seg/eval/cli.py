@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _device(requested: str | None) -> str:
-    from text4seg.eval.evaluate import process_state
+    from text4seg.distributed import process_state
 
     if requested:
         return requested
@@ -57,7 +57,15 @@ def _device(requested: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from text4seg.eval.evaluate import EvalDataError, evaluate, load_split, process_state
+    from text4seg.distributed import processes_session
+
+    with processes_session():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from text4seg.distributed import process_state
+    from text4seg.eval.evaluate import EvalDataError, evaluate, load_split
 
     try:
         data = load_split(args.data, args.split)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from text4seg.distributed import process_state
 from text4seg.eval.metrics import ReferMetrics, SemanticMetrics
 
 VARIANTS = ("coarse", "refined")
@@ -300,25 +301,6 @@ def _side_by_side(per_variant: dict[str, _Scores]) -> dict[str, Any]:
 
 
 # -- the loop --------------------------------------------------------------------------------------
-def process_state() -> Any:
-    """accelerate's `PartialState` when several processes run (None for one; accelerate is then not imported).
-
-    On a machine without CUDA the processes talk over gloo (`cpu=True`), e.g. under
-    `accelerate launch --multi_gpu --num_processes 2` on a CPU-only host.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch
-    from accelerate import PartialState
-
-    cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in (
-        "1",
-        "true",
-        "yes",
-    )
-    return PartialState(cpu=cpu)
-
-
 def _gather(obj: Any, state: Any) -> list[Any]:
     if state is None:
         return [obj]

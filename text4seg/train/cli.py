@@ -50,9 +50,12 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
+    from text4seg.distributed import processes_session
+
     from .trainer import train
 
-    result = train(config)
+    with processes_session():
+        result = train(config)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(

@@ -352,6 +352,7 @@ class _Trainer:
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
+        from text4seg.distributed import end_group_at_exit
         from text4seg.models import registry
 
         from .collate import Collator
@@ -372,6 +373,7 @@ class _Trainer:
             step_scheduler_with_optimizer=False,
         )
         self.accelerator = acc
+        end_group_at_exit()
         set_seed(loop.seed)
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
