@@ -20,9 +20,9 @@ from PIL import Image
 
 import text4seg as t4s
 from text4seg.data.masks import encode_counts
-from text4seg.eval.evaluate import decode_rle
 from text4seg.eval.metrics import ReferMetrics, SemanticMetrics
 from text4seg.infer.refine import SamRefiner, tiny_sam
+from text4seg.protocol.records import decode_counts as decode_rle
 
 OUT = Path(__file__).parent / "results" / "eval.md"
 H, W = 480, 640

@@ -28,10 +28,10 @@ import torch
 
 import text4seg as t4s
 from text4seg.data.synthetic import generate_sample
-from text4seg.data.templates import REFER_ANSWERS
 from text4seg.infer.constrain import GrammarCompiler
 from text4seg.infer.segmenter import Segmenter
 from text4seg.models.tiny import build_tiny, build_tokenizer
+from text4seg.protocol.templates import REFER_ANSWERS
 
 OUT = Path(__file__).parent / "results" / "infer.md"
 LARGER = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "vision_hidden_size": 64}

@@ -58,7 +58,9 @@ def _launch(root: Path, out: Path, processes: int) -> subprocess.CompletedProces
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +78,9 @@ def main() -> int:
             run = _launch(root, out, 2)
             ok = run.returncode == 0 and json.loads((out / "report.json").read_text())["metrics"] == want
             failures += not ok
-            print(f"run {k + 1}: rc {run.returncode} {'ok' if ok else 'FAIL'} {time.monotonic() - started:.1f} s")
+            print(
+                f"run {k + 1}: rc {run.returncode} {'ok' if ok else 'FAIL'} {time.monotonic() - started:.1f} s"
+            )
             if not ok:
                 print(run.stderr[-2000:])
     print(f"{args.runs - failures} passed, {failures} failed")

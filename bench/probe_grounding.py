@@ -38,7 +38,7 @@ def hits(run_dir: str) -> dict[int, Counter]:
 
     import text4seg as t4s
     from text4seg.data.masks import decode_segmentation
-    from text4seg.eval.evaluate import ground_truth
+    from text4seg.protocol.records import ground_truth
 
     records = datasets.load_from_disk(f"{run_dir}/data/refcoco")["test"]
     instances = json.loads(open(f"{run_dir}/data/source/instances.json", encoding="utf-8").read())

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from text4seg.protocol.images import load_image
+
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0),
     (255, 40, 90),
@@ -25,15 +27,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (200, 240, 50),
 )
 """Colour per label value; value 0 (background) is never painted."""
-
-
-def _rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    if isinstance(image, np.ndarray):
-        array = image
-        if array.dtype != np.uint8:
-            array = np.clip(array, 0, 255).astype(np.uint8)
-        return Image.fromarray(array).convert("RGB")
-    return image.convert("RGB")
 
 
 def _font(size: int = 11) -> ImageFont.ImageFont:
@@ -73,7 +66,7 @@ def overlay(
     label in one colour; otherwise each label value gets its `PALETTE` colour. `outline` draws the
     mask border in the full colour so thin masks stay visible.
     """
-    base = _rgb(image)
+    base = load_image(image)
     values = np.asarray(mask)
     if values.ndim != 2:
         raise ValueError(f"mask must be 2-D (H×W), got shape {values.shape}")
@@ -108,7 +101,7 @@ def draw_grid(
 ) -> Image.Image:
     """The descriptor grid drawn over `image` (enlarged `scale` times): cell borders and, when
     `cells` (a rows×cols label grid) is given, the cells that hold a label filled in its colour."""
-    base = _rgb(image)
+    base = load_image(image)
     if scale != 1:
         base = base.resize((base.width * scale, base.height * scale), Image.NEAREST)
     rows, cols = (grid, grid) if isinstance(grid, int) else grid
@@ -193,7 +186,7 @@ def comparison_sheet(examples: Sequence[Example], tile: int = 160, columns: int 
     for index, ex in enumerate(examples):
         col, row = index % columns, index // columns
         x0, y0 = col * panel_w, head + row * (tile + 4)
-        base = _rgb(ex.image).resize((tile, tile), Image.BILINEAR)
+        base = load_image(ex.image).resize((tile, tile), Image.BILINEAR)
         truth = overlay(base, np.asarray(ex.truth), colour=PALETTE[2])
         pred = overlay(base, np.asarray(ex.prediction), colour=PALETTE[1])
         for k, picture in enumerate((base, truth, pred)):

@@ -147,7 +147,7 @@ class OracleSegmenter:
         return (image.tobytes(), tuple(query) if isinstance(query, list) else query)
 
     def segment(self, image, query):
-        from text4seg.eval.evaluate import ground_truth
+        from text4seg.protocol.records import ground_truth
 
         self.calls += 1
         record = self.truth[self._key(image, query)]

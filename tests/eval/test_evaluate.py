@@ -44,7 +44,7 @@ def test_coarse_answers_match_per_sample_ious_and_files_are_written(records, tmp
         if record["task"] != "refer":
             continue
         pred = oracle.segment(record["images"][0].convert("RGB"), record["expression"])
-        from text4seg.eval.evaluate import ground_truth
+        from text4seg.protocol.records import ground_truth
 
         expected.append(mask_iou(pred.mask, ground_truth(record).mask))
     refer = report.metrics["refer"]["grefcoco"]["coarse"]

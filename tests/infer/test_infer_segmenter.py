@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from infer_samples import exif_rotated_jpeg, mode_images
 from PIL import Image
+from support.images import exif_rotated_jpeg, mode_images
 
 import text4seg as t4s
 from text4seg.codec import LabelError
-from text4seg.infer.images import ImageReadError
 from text4seg.infer.segmenter import SegmentationResult, Segmenter
 from text4seg.models.tiny import ARCHS
+from text4seg.protocol.images import ImageReadError
 
 GRID = 6
 

@@ -33,20 +33,21 @@ from tqdm.auto import tqdm
 from text4seg.codec import (
     TEXT4SEG,
     DescriptorFormat,
+    check_labels,
     format_answer,
     grid_to_text,
     label_map_to_grid,
     mask_to_grid,
 )
 from text4seg.codec.grid import DOWN_METHODS, mask_to_box
-from text4seg.codec.rle import check_labels
+from text4seg.protocol import templates
+from text4seg.protocol.records import encode_counts, record_features
 
-from . import templates
-from .masks import BadAnnotation, decode_segmentation, encode_counts
+from .masks import BadAnnotation, decode_segmentation
 from .spec import ImageInfo, Issue, IssueLog, RecordSpec, Source
 
 if TYPE_CHECKING:
-    from datasets import Dataset, DatasetDict, Features
+    from datasets import Dataset, DatasetDict
 
 RECORDS_VERSION = 1
 """Bumped whenever the records written for the same inputs change (invalidates caches)."""
@@ -109,37 +110,6 @@ class BuildResult:
     dataset: DatasetDict
     out_dir: Path
     report: dict[str, Any] = field(default_factory=dict)
-
-
-def record_features(image_paths: bool = False) -> Features:
-    """The `datasets.Features` of a record (docs/RECORDS.md); ``image_paths``: images as path strings."""
-    from datasets import Features, Image, List, Value
-
-    text_part = {"type": Value("string"), "text": Value("string")}
-    return Features(
-        {
-            "id": Value("string"),
-            "images": List(Value("string")) if image_paths else List(Image()),
-            "messages": List({"role": Value("string"), "content": List(text_part)}),
-            "task": Value("string"),
-            "expression": Value("string"),
-            "labels": List(Value("string")),
-            "grid": List(Value("int32")),
-            "width": Value("int32"),
-            "height": Value("int32"),
-            "masks": List(Value("string")),
-            "box": List(Value("float32")),
-            "source": {
-                "dataset": Value("string"),
-                "split": Value("string"),
-                "image_id": Value("int64"),
-                "ann_ids": List(Value("int64")),
-                "ref_id": Value("int64"),
-                "sent_id": Value("int64"),
-                "file_name": Value("string"),
-            },
-        }
-    )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from text4seg.protocol.records import encode_counts  # noqa: F401  (moved; re-exported for old imports)
+
 
 class BadAnnotation(ValueError):
     """A segmentation that cannot be turned into a mask; ``reason`` is a short code for the report."""
@@ -134,10 +136,3 @@ def decode_segmentation(
     if not mask.any():
         raise BadAnnotation("empty_mask", "the segmentation covers no pixel")
     return mask
-
-
-def encode_counts(mask: np.ndarray) -> str:
-    """COCO compressed-RLE ``counts`` string of a bool mask (decode with size [H, W])."""
-    mask = np.asfortranarray(mask)  # no copy for the column-major masks pycocotools decodes
-    rle = mask_utils.encode(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8, order="F"))
-    return rle["counts"].decode("ascii")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,9 @@ from tqdm.auto import tqdm
 
 from text4seg.distributed import process_state
 from text4seg.eval.metrics import ReferMetrics, SemanticMetrics
+from text4seg.protocol.images import ImageReadError, read_record_image
+from text4seg.protocol.records import RecordError, Truth, ground_truth, query_of, record_id
+from text4seg.protocol.records import decode_counts as decode_rle  # noqa: F401  (deprecated name)
 
 VARIANTS = ("coarse", "refined")
 
@@ -50,51 +52,6 @@ def load_split(data: Any, split: str) -> Any:
             raise KeyError(f"split {split!r} not in the dataset; it has {sorted(data)}")
         return data[split]
     return data
-
-
-def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
-    """One ground-truth mask from its COCO compressed-RLE `counts` string."""
-    from pycocotools import mask as mask_utils
-
-    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning, once per mask
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode({"size": [height, width], "counts": counts.encode()}).astype(bool)
-
-
-@dataclass
-class Truth:
-    """The ground truth of one record."""
-
-    task: str
-    mask: np.ndarray  # bool H×W: union of the targets (refer, instance)
-    label_names: list[str]  # labels[1:] of the record
-    masks: list[np.ndarray]  # one bool mask per label
-    box: list[float] | None
-
-
-def ground_truth(record: dict[str, Any]) -> Truth:
-    rid = record.get("id", "?")
-    height, width = int(record["height"]), int(record["width"])
-    names = list(record["labels"][1:])
-    counts = list(record["masks"])
-    if len(counts) != len(names):
-        raise EvalDataError(f"record {rid}: {len(counts)} masks for {len(names)} labels {names}")
-    try:
-        masks = [decode_rle(c, height, width) for c in counts]
-    except Exception as err:  # pycocotools raises bare errors on corrupt strings
-        raise EvalDataError(f"record {rid}: ground-truth mask does not decode as COCO RLE ({err})") from err
-    union = np.zeros((height, width), dtype=bool)
-    for m in masks:
-        union |= m
-    box = list(record.get("box") or []) or None
-    return Truth(str(record["task"]), union, names, masks, box)
-
-
-def query_of(record: dict[str, Any]) -> str | list[str]:
-    """What the segmenter is asked: the expression (refer, instance) or the class list (semantic)."""
-    if record["task"] == "semantic":
-        return list(record["labels"][1:])
-    return str(record["expression"])
 
 
 def semantic_classes(dataset: Any) -> list[str]:
@@ -398,26 +355,15 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def _record_image(value: Any, record_id: Any) -> Image.Image:
-    """The record's image as RGB: a decoded `datasets.Image`, or a path string (builds made with
-    `--image-paths`). Pixels are taken as stored, the orientation the annotations were drawn on."""
-    if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    if isinstance(value, str):
-        try:
-            with Image.open(value) as opened:
-                return opened.convert("RGB")
-        except OSError as err:
-            raise EvalDataError(f"record {record_id}: cannot read image {value}: {err}") from err
-    raise EvalDataError(f"record {record_id}: image is a {type(value).__name__}, not an image or a path")
-
-
 def _load(record: dict[str, Any]) -> tuple[Image.Image, Truth]:
     images = record.get("images") or []
     if not images:
         raise EvalDataError(f"record {record.get('id')}: no image")
-    image = _record_image(images[0], record.get("id"))
-    truth = ground_truth(record)
+    try:
+        image = read_record_image(images[0], record_id(record))
+        truth = ground_truth(record)
+    except (RecordError, ImageReadError) as err:
+        raise EvalDataError(str(err)) from err
     height, width = truth.mask.shape
     if (image.height, image.width) != (height, width):
         raise EvalDataError(

@@ -53,7 +53,7 @@ def _write_mask(result, path: Path, classes: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from text4seg.infer.images import ImageReadError, load_image
+    from text4seg.protocol.images import ImageReadError, load_image
 
     target: str | list[str] = args.expression
     if args.classes:

@@ -1,98 +1,13 @@
-"""Reading images for prediction: any file or array PIL can read, any mode, EXIF orientation honoured.
+"""Deprecated: moved to `text4seg.protocol.images` (the contract shared by data, training and inference)."""
 
-Models see 8-bit RGB. `load_image` turns a path, bytes, numpy array or PIL image of any mode (RGB, L,
-RGBA, P, CMYK, 16-bit I;16, 32-bit I/F, 1) into an upright RGB image, so the predicted mask lines up
-with the image as a viewer shows it (`ImageOps.exif_transpose`).
-"""
+import sys
+import warnings
 
-from __future__ import annotations
+from text4seg.protocol import images as _moved
 
-import io
-import os
-
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-ImageInput = Image.Image | np.ndarray | str | os.PathLike | bytes
-
-
-class ImageReadError(ValueError):
-    """An image that cannot be read or converted (says which file or what input)."""
-
-
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    """Scale a high-bit-depth or float array to 0..255: 16-bit integers by /257, anything else by its range."""
-    values = np.asarray(values)
-    if values.dtype == np.uint8:
-        return values
-    if values.dtype == bool:
-        return values.astype(np.uint8) * 255
-    if (
-        np.issubdtype(values.dtype, np.integer)
-        and values.min(initial=0) >= 0
-        and values.max(initial=0) <= 65535
-    ):
-        if values.max(initial=0) <= 255:
-            return values.astype(np.uint8)
-        return (values.astype(np.float64) / 257.0).round().astype(np.uint8)
-    values = values.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if lo >= 0.0 and hi <= 1.0:
-        lo, hi = 0.0, 1.0
-    scaled = (np.nan_to_num(values, nan=lo) - lo) / max(hi - lo, 1e-12)
-    return (np.clip(scaled, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-
-def _array_to_image(array: np.ndarray) -> Image.Image:
-    array = np.asarray(array)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim == 2:
-        return Image.fromarray(_to_uint8(array))
-    if array.ndim == 3 and array.shape[2] in (3, 4):
-        return Image.fromarray(np.ascontiguousarray(_to_uint8(array)))
-    raise ImageReadError(f"an image array must be H×W, H×W×1, H×W×3 or H×W×4, got shape {array.shape}")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """An upright 8-bit RGB copy of a PIL image of any mode (transparent pixels composited on white)."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return Image.fromarray(_to_uint8(np.asarray(image))).convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def load_image(image: ImageInput) -> Image.Image:
-    """Read `image` (path, bytes, array or PIL image) as upright 8-bit RGB; `ImageReadError` if it can't be."""
-    if isinstance(image, Image.Image):
-        try:
-            return to_rgb(image)
-        except (OSError, ValueError) as err:
-            raise ImageReadError(f"cannot convert {image.mode} image of size {image.size}: {err}") from err
-    if isinstance(image, np.ndarray):
-        if image.size == 0:
-            raise ImageReadError(f"empty image array of shape {image.shape}")
-        return to_rgb(_array_to_image(image))
-    if isinstance(image, (bytes, bytearray)):
-        source, name = io.BytesIO(image), f"<{len(image)} bytes>"
-    elif isinstance(image, (str, os.PathLike)):
-        source = name = os.fspath(image)
-        if not os.path.isfile(source):
-            raise ImageReadError(f"image file not found: {source}")
-    else:
-        raise ImageReadError(f"cannot read an image from {type(image).__name__}")
-    try:
-        with Image.open(source) as opened:
-            opened.load()
-            return to_rgb(opened)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageReadError(f"cannot read image {name}: {err}") from err
+warnings.warn(
+    "text4seg.infer.images moved to text4seg.protocol.images; this alias will be removed",
+    DeprecationWarning,
+    stacklevel=2,
+)
+sys.modules[__name__] = _moved

@@ -1,4 +1,4 @@
-"""Questions and label sets for prediction, worded with the training templates (text4seg.data.templates).
+"""Questions and label sets for prediction, worded with the training templates (text4seg.protocol.templates).
 
 A referring expression (a string) becomes the labels `[background, expression]` and a referring
 question; a list of class names becomes `[background, *classes]` and a semantic question. The answer
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from text4seg.codec import TEXT4SEG, DescriptorFormat, check_label
-from text4seg.data import templates
+from text4seg.protocol import templates
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,6 @@ def _clean(text: str, what: str) -> str:
     return cleaned
 
 
-def _fill(options: Sequence[str], **fields: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(t.format(**fields) for t in options))
-
-
 def make_query(
     expression_or_classes: str | Sequence[str],
     fmt: DescriptorFormat = TEXT4SEG,
@@ -55,7 +51,7 @@ def make_query(
         check_label(expression, fmt)
         template = question if question is not None else templates.REFER_QUESTIONS[0]
         fields = {"expression": expression, "Expression": expression[:1].upper() + expression[1:]}
-        sentences = _fill(templates.REFER_ANSWERS + templates.NO_TARGET_ANSWERS, **fields)
+        sentences = templates.refer_answer_sentences(expression)
         return Query(template.format(**fields), (fmt.background, expression), "refer", sentences)
     if not isinstance(expression_or_classes, Sequence):
         raise TypeError(

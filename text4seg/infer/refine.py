@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from text4seg.codec import grid_to_mask, mask_to_box
+from text4seg.protocol.images import load_image
 
 SUPPORTED_MODELS = ("SamModel", "Sam2Model")
 
@@ -93,14 +94,6 @@ class _Embedded:
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"image must be a PIL image or a numpy array, got {type(image).__name__}")
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def image_key(image: Image.Image) -> str:
@@ -323,7 +316,7 @@ class SamRefiner:
         overlap, the pixel goes to the label with the larger logit.
         """
         start = time.perf_counter()
-        rgb = _as_rgb(image)
+        rgb = load_image(image)
         grid = np.asarray(grid)
         if grid.ndim != 2:
             raise ValueError(f"grid must be 2-D, got shape {grid.shape}")

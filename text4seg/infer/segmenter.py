@@ -34,10 +34,10 @@ from text4seg.infer.constrain import (
     jump_forward_generate,
     require_engine,
 )
-from text4seg.infer.images import ImageInput, load_image
 from text4seg.infer.prompts import Query, make_query
-from text4seg.infer.settings import load_settings, write_settings
 from text4seg.models import registry
+from text4seg.protocol.asking import load_settings, write_settings
+from text4seg.protocol.images import ImageInput, load_image
 
 Target = str | Sequence[str]
 

@@ -19,61 +19,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from text4seg.protocol import records
+from text4seg.protocol.images import ImageReadError, read_record_image
+from text4seg.protocol.records import RecordError
+
 IGNORE_INDEX = -100
 # Per-token tensors produced by processors; any other 2-D (1, L) tensor is treated the same way.
 _TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
 
 
-class RecordError(ValueError):
-    """A record that does not follow the training-record schema (names the record id)."""
-
-
-def _as_image(value: Any) -> Any:
-    """A PIL RGB image from a PIL image, a `datasets.Image` dict (bytes/path) or a path."""
-    import io
-
-    from PIL import Image
-
-    if isinstance(value, Image.Image):
-        image = value
-    elif isinstance(value, Mapping):
-        if value.get("bytes"):
-            image = Image.open(io.BytesIO(value["bytes"]))
-        elif value.get("path"):
-            image = Image.open(value["path"])
-        else:
-            raise TypeError("image dict has neither bytes nor path")
-    elif isinstance(value, str):
-        image = Image.open(value)
-    else:
-        raise TypeError(f"cannot read an image from {type(value).__name__}")
-    return image.convert("RGB") if image.mode != "RGB" else image
-
-
 def split_record(record: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str, list[Any]]:
-    """`(prompt messages, answer text, images)` of a record; the last message must be the assistant's."""
-    rid = record.get("id", "?")
-    messages = record.get("messages")
-    if not messages or messages[-1].get("role") != "assistant":
-        raise RecordError(f"record {rid}: the last message must be the assistant answer")
-    content = messages[-1]["content"]
-    if isinstance(content, str):
-        answer = content
-    else:
-        answer = "".join(c.get("text") or "" for c in content if c.get("type") == "text")
-    if not answer:
-        raise RecordError(f"record {rid}: the assistant answer is empty")
-    images = [_as_image(im) for im in (record.get("images") or [])]
-    n_placeholders = sum(
-        1
-        for m in messages[:-1]
-        if not isinstance(m["content"], str)
-        for c in m["content"]
-        if c.get("type") == "image"
-    )
-    if n_placeholders != len(images):
-        raise RecordError(f"record {rid}: {len(images)} image(s) but {n_placeholders} image placeholder(s)")
-    return [dict(m) for m in messages[:-1]], answer, images
+    """`(prompt messages, answer text, images)` of a record, its images read upright as RGB
+    (`text4seg.protocol.read_record_image`, the reader inference and evaluation use)."""
+    messages, answer, values = records.split_record(record)
+    rid = records.record_id(record)
+    try:
+        images = [read_record_image(value, rid) for value in values]
+    except ImageReadError as err:
+        raise RecordError(str(err)) from err
+    return messages, answer, images
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from text4seg.infer.settings import settings_from_records, write_settings
+from text4seg.protocol.asking import settings_from_records, write_settings
 
 from .config import TrainConfig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from text4seg.data import templates
+from text4seg.protocol import templates
 
 
 @pytest.mark.parametrize(

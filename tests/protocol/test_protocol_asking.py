@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 
 import text4seg as t4s
-from text4seg.infer.settings import SETTINGS_FILE, load_settings, settings_from_records, write_settings
+from text4seg.protocol.asking import (
+    SETTINGS_FILE,
+    Asking,
+    load_settings,
+    settings_from_records,
+    write_settings,
+)
 
 
-def _record(expression, label, grid=8, sentence="Sure.", with_grid_column=True):
+def _record(expression, label, grid=8, sentence="Here is the red circle.", with_grid_column=True):
     mask = np.zeros((32, 32), bool)
     mask[4:20, 8:24] = True
     fmt = t4s.TEXT4SEG.with_grid(grid)
@@ -43,9 +49,43 @@ def test_fixed_label_grid_and_no_sentence_are_found():
     }
 
 
-def test_expression_labels_and_sentences_give_only_the_grid():
-    records = [_record("the red circle", "the red circle"), _record("a blue star", "a blue star")]
+def test_expression_labels_and_template_sentences_give_only_the_grid():
+    records = [
+        _record("the red circle", "the red circle", sentence="Here is the red circle."),
+        _record("a blue star", "a blue star", sentence="A blue star does not appear in the picture."),
+    ]
     assert settings_from_records(records) == {"grid": [8, 8]}
+
+
+def test_sentences_the_templates_do_not_write_make_the_answer_form_free():
+    records = [_record("the red circle", "the red circle", sentence="red circle")]
+    assert settings_from_records(records) == {"grid": [8, 8], "answer_sentences": "free"}
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"grid": 0}, "grid must be"),
+        ({"grid": [16, 100000]}, "grid must be"),
+        ({"background_bias": float("nan")}, "finite"),
+        ({"background_bias": "1"}, "finite"),
+        ({"answer_sentences": "some"}, "answer_sentences must be one of"),
+        ({"upsample": "bicubic"}, "upsample must be one of"),
+        ({"target_label": ""}, "non-empty"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_file(tmp_path, values, message):
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=message) as err:
+        load_settings(tmp_path)
+    assert SETTINGS_FILE in str(err.value)
+
+
+def test_asking_round_trips_through_its_file(tmp_path):
+    asking = Asking(grid=(24, 24), target_label="target", answer_sentences="free", background_bias=1.5)
+    asking.save(tmp_path)
+    assert Asking.load(tmp_path) == asking
+    assert Asking.load(tmp_path / "nowhere") is None
 
 
 def test_grid_is_read_from_the_answers_without_a_grid_column():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from infer_samples import H, W, exif_rotated_jpeg, mode_images
 from PIL import Image
+from support.images import H, W, exif_rotated_jpeg, mode_images
 
-from text4seg.infer.images import ImageReadError, load_image
+from text4seg.protocol.images import ImageReadError, load_image
 
 
 @pytest.mark.parametrize("mode", sorted(mode_images()))

@@ -1,4 +1,4 @@
-"""Sample images shared by the inference tests (every PIL mode; an EXIF-rotated JPEG)."""
+"""Sample images shared by the tests (every PIL mode; an EXIF-rotated JPEG)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,184 @@
+"""The training record: its one schema (docs/RECORDS.md) and the accessors every stage reads it with.
+
+Data building writes records with `record_features`; training (`split_record`), inference and
+evaluation (`ground_truth`, `query_of`) read them through the functions here, so a column is named
+and interpreted in one place. numpy and pycocotools only (no torch).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .images import check_pixels
+
+if TYPE_CHECKING:
+    from datasets import Features
+
+TASKS = ("refer", "instance", "semantic")
+"""The values of a record's `task` column."""
+
+
+class RecordError(ValueError):
+    """A record that does not follow the schema (the message names the record id and what is wrong)."""
+
+
+def record_features(image_paths: bool = False) -> Features:
+    """The `datasets.Features` of a record; ``image_paths``: images as path strings instead of embedded images."""
+    from datasets import Features, Image, List, Value
+
+    text_part = {"type": Value("string"), "text": Value("string")}
+    return Features(
+        {
+            "id": Value("string"),
+            "images": List(Value("string")) if image_paths else List(Image()),
+            "messages": List({"role": Value("string"), "content": List(text_part)}),
+            "task": Value("string"),
+            "expression": Value("string"),
+            "labels": List(Value("string")),
+            "grid": List(Value("int32")),
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "masks": List(Value("string")),
+            "box": List(Value("float32")),
+            "source": {
+                "dataset": Value("string"),
+                "split": Value("string"),
+                "image_id": Value("int64"),
+                "ann_ids": List(Value("int64")),
+                "ref_id": Value("int64"),
+                "sent_id": Value("int64"),
+                "file_name": Value("string"),
+            },
+        }
+    )
+
+
+def record_id(record: Mapping[str, Any]) -> str:
+    """The record's id, or "?" when it has none (for messages)."""
+    return str(record.get("id", "?"))
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text") or "" for part in content if part.get("type", "text") == "text")
+
+
+def answer_text(record: Mapping[str, Any]) -> str:
+    """The text of the record's last (assistant) message; `RecordError` if there is none."""
+    messages = record.get("messages")
+    if not messages or messages[-1].get("role") != "assistant":
+        raise RecordError(f"record {record_id(record)}: the last message must be the assistant answer")
+    return _text_of(messages[-1]["content"])
+
+
+def question_text(record: Mapping[str, Any]) -> str:
+    """The text of the record's first user message (its question)."""
+    for message in record.get("messages") or ():
+        if message.get("role") == "user":
+            return _text_of(message["content"])
+    raise RecordError(f"record {record_id(record)}: no user message")
+
+
+def image_placeholders(messages: list[Mapping[str, Any]]) -> int:
+    """How many `{"type": "image"}` parts the messages hold."""
+    return sum(
+        1
+        for m in messages
+        if not isinstance(m["content"], str)
+        for part in m["content"]
+        if part.get("type") == "image"
+    )
+
+
+def split_record(record: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str, list[Any]]:
+    """`(prompt messages, answer text, image values)` of a record, checked against the schema.
+
+    The image values are as stored (read them with `text4seg.protocol.read_record_image`).
+    """
+    answer = answer_text(record)
+    if not answer:
+        raise RecordError(f"record {record_id(record)}: the assistant answer is empty")
+    messages = record["messages"]
+    images = list(record.get("images") or [])
+    placeholders = image_placeholders(messages[:-1])
+    if placeholders != len(images):
+        raise RecordError(
+            f"record {record_id(record)}: {len(images)} image(s) but {placeholders} image placeholder(s)"
+        )
+    return [dict(m) for m in messages[:-1]], answer, images
+
+
+# -- ground truth -----------------------------------------------------------------------------------
+def encode_counts(mask: np.ndarray) -> str:
+    """COCO compressed-RLE ``counts`` string of a bool mask (the `masks` column; decode with `decode_counts`)."""
+    from pycocotools import mask as mask_utils
+
+    mask = np.asfortranarray(mask)  # no copy for the column-major masks pycocotools decodes
+    rle = mask_utils.encode(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8, order="F"))
+    return rle["counts"].decode("ascii")
+
+
+def decode_counts(counts: str, height: int, width: int) -> np.ndarray:
+    """One H×W bool mask from its COCO compressed-RLE ``counts`` string (size checked first)."""
+    from pycocotools import mask as mask_utils
+
+    check_pixels(height, width, "a ground-truth mask")
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword DeprecationWarning, once per mask
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode({"size": [height, width], "counts": counts.encode()}).astype(bool)
+
+
+@dataclass
+class Truth:
+    """A record's ground truth at full resolution."""
+
+    task: str
+    mask: np.ndarray  # union of all targets, H×W bool
+    label_names: list[str]  # labels[1:] of the record
+    masks: list[np.ndarray]  # one bool mask per label
+    box: list[float] | None
+
+
+def record_size(record: Mapping[str, Any]) -> tuple[int, int]:
+    """`(height, width)` the record claims, checked to be positive and within the pixel limit."""
+    try:
+        height, width = int(record["height"]), int(record["width"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise RecordError(f"record {record_id(record)}: no usable height/width ({err})") from err
+    try:
+        check_pixels(height, width, f"record {record_id(record)}")
+    except ValueError as err:
+        raise RecordError(str(err)) from err
+    return height, width
+
+
+def ground_truth(record: Mapping[str, Any]) -> Truth:
+    """The record's masks decoded (one per label after the background) and their union."""
+    rid = record_id(record)
+    height, width = record_size(record)
+    names = list(record["labels"][1:])
+    counts = list(record["masks"])
+    if len(counts) != len(names):
+        raise RecordError(f"record {rid}: {len(counts)} masks for {len(names)} labels {names}")
+    try:
+        masks = [decode_counts(c, height, width) for c in counts]
+    except Exception as err:  # pycocotools raises bare errors on corrupt strings
+        raise RecordError(f"record {rid}: ground-truth mask does not decode as COCO RLE ({err})") from err
+    union = np.zeros((height, width), dtype=bool)
+    for m in masks:
+        union |= m
+    box = list(record.get("box") or []) or None
+    return Truth(str(record["task"]), union, names, masks, box)
+
+
+def query_of(record: Mapping[str, Any]) -> str | list[str]:
+    """What a segmenter is asked for a record: the expression (refer, instance) or the class list (semantic)."""
+    if record["task"] == "semantic":
+        return list(record["labels"][1:])
+    return str(record["expression"])
