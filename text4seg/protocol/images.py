@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from text4seg.codec.grid import MAX_PIXELS
+
 ImageInput = Image.Image | np.ndarray | str | os.PathLike | bytes
 
-MAX_IMAGE_PIXELS = 2**27
-"""The library's pixel limit (134 M pixels, e.g. 11,585²): images, masks and records claiming more are
-refused before anything of that size is allocated. Raise it here for larger images."""
+MAX_IMAGE_PIXELS = MAX_PIXELS
+"""The library's one pixel limit (`text4seg.codec.grid.MAX_PIXELS`, 134 M pixels, e.g. 16384×8192):
+images, masks and records claiming more are refused before anything of that size is allocated."""
 
 
 class ImageReadError(ValueError):
@@ -39,7 +41,7 @@ def check_pixels(height: int, width: int, what: str = "an image") -> None:
     if height * width > MAX_IMAGE_PIXELS:
         raise ValueError(
             f"{what}: {width}×{height} = {width * height:,} pixels is over the limit of "
-            f"{MAX_IMAGE_PIXELS:,} (text4seg.protocol.images.MAX_IMAGE_PIXELS)"
+            f"{MAX_IMAGE_PIXELS:,} (text4seg.codec.grid.MAX_PIXELS)"
         )
 
 
