@@ -45,6 +45,7 @@ def record_features(image_paths: bool = False) -> Features:
             "height": Value("int32"),
             "masks": List(Value("string")),
             "box": List(Value("float32")),
+            "ignore": Value("string"),
             "source": {
                 "dataset": Value("string"),
                 "split": Value("string"),
@@ -143,6 +144,7 @@ class Truth:
     label_names: list[str]  # labels[1:] of the record
     masks: list[np.ndarray]  # one bool mask per label
     box: list[float] | None
+    ignore: np.ndarray | None = None  # pixels left out of scoring (label maps' ignored values), H×W bool
 
 
 def record_size(record: Mapping[str, Any]) -> tuple[int, int]:
@@ -174,7 +176,18 @@ def ground_truth(record: Mapping[str, Any]) -> Truth:
     for m in masks:
         union |= m
     box = list(record.get("box") or []) or None
-    return Truth(str(record["task"]), union, names, masks, box)
+    return Truth(str(record["task"]), union, names, masks, box, _ignore(record, height, width))
+
+
+def _ignore(record: Mapping[str, Any], height: int, width: int) -> np.ndarray | None:
+    """The record's `ignore` column decoded (None when absent or empty: every pixel is scored)."""
+    counts = record.get("ignore")
+    if not counts:
+        return None
+    try:
+        return decode_counts(counts, height, width)
+    except Exception as err:
+        raise RecordError(f"record {record_id(record)}: ignore mask does not decode as COCO RLE ({err})") from err
 
 
 def query_of(record: Mapping[str, Any]) -> str | list[str]:

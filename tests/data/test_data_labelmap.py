@@ -1,0 +1,139 @@
+"""Label-map datasets -> semantic records: the four real layouts, checks, ignore values and options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from support.labelmaps import H, W, label_values, write_preset
+
+import text4seg as t4s
+from text4seg.data.labelmap import (
+    LabelMapError,
+    LabelMapOptions,
+    LabelMapSet,
+    iter_records,
+    read_classes,
+    read_label_map,
+)
+from text4seg.data.spec import IssueLog
+from text4seg.protocol.records import answer_text, ground_truth, question_text
+
+# (preset, stored values in the two halves, the class names they mean, the value ignored in the border)
+LAYOUTS = [
+    ("cocostuff", [0, 156], ["person", "sky-other"], 255),
+    ("ade20k", [1, 3], ["wall", "sky"], 0),
+    ("pascal-context", [37, 47], ["person", "sky"], 0),
+    ("voc", [12, 15], ["dog", "person"], 255),
+]
+OPT = LabelMapOptions(grid=8)
+
+
+def _records(data, options=OPT):
+    log = IssueLog()
+    return list(iter_records(data, options, log)), log
+
+
+@pytest.mark.parametrize("name, values, names, ignore", LAYOUTS)
+def test_each_real_layout_gives_records_with_the_class_names(tmp_path, name, values, names, ignore):
+    maps = {f"img{k}": label_values(k, values, ignore) for k in range(3)}
+    data = write_preset(name, tmp_path, "val", maps)
+    records, log = _records(data)
+    assert not log.items and len(records) == 3
+    record = records[0]
+    assert record["labels"] == ["others", *names] and record["task"] == "semantic"
+    truth = ground_truth(record)
+    assert truth.ignore is not None and truth.ignore[:2].all() and not truth.ignore[2:].any()
+    assert truth.masks[0][2:, : W // 2].all() and not truth.masks[0][:2].any()
+    decoded = t4s.decode(t4s.extract_segments(answer_text(record))[0], fmt=OPT.fmt, strict=True)
+    assert decoded.labels == record["labels"] and decoded.grid.shape == (8, 8)
+    assert set(np.unique(decoded.grid)) == {0, 1, 2}
+
+
+def test_a_palette_png_is_read_by_index_not_colour(tmp_path):
+    values = label_values(0, [15, 12], 255)
+    image = Image.frombytes("P", (W, H), values.tobytes())
+    image.putpalette([255 - (i % 256) for i in range(768)])
+    image.save(tmp_path / "p.png")
+    assert np.array_equal(read_label_map(tmp_path / "p.png"), values)
+
+
+def test_bad_label_maps_are_skipped_naming_file_and_reason(tmp_path):
+    data = write_preset(
+        "ade20k", tmp_path, "val", {"good": label_values(0, [1, 3]), "odd": label_values(0, [1, 200])}
+    )
+    Image.fromarray(np.zeros((H + 1, W), np.uint8)).save(data.labels / "small.png")
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(data.images / "small.jpg")
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(data.labels / "rgb.png")
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(data.images / "rgb.jpg")
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(data.labels / "lonely.png")
+    records, log = _records(data)
+    assert [r["id"] for r in records] == ["ade20k/val/good"]
+    reasons = {issue.id: (issue.reason, issue.detail) for issue in log.items}
+    assert (
+        reasons["odd"][0] == "bad_label_map"
+        and "[200]" in reasons["odd"][1]
+        and "odd.png" in reasons["odd"][1]
+    )
+    assert "label map is 32×25, image is 32×24" in reasons["small"][1]
+    assert "RGB image, not a label map" in reasons["rgb"][1]
+    assert reasons["lonely"][0] == "missing_image"
+
+
+def test_an_image_whose_pixels_are_all_ignored_is_skipped(tmp_path):
+    data = write_preset("voc", tmp_path, "val", {"void": np.full((H, W), 255, np.uint8)})
+    records, log = _records(data)
+    assert not records and "every pixel is ignored" in log.items[0].detail
+
+
+def test_class_file_lines_name_values_and_blank_lines_are_unused(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text("\ncat\n\ndog\n")
+    assert read_classes(path) == (None, "cat", None, "dog")
+    path.write_text("cat\ncat\n")
+    with pytest.raises(LabelMapError, match="repeated"):
+        read_classes(path)
+
+
+def _set(tmp_path, classes=(None, "cat", "dog", "bird", "fish")) -> LabelMapSet:
+    data = write_preset("ade20k", tmp_path, "val", {"a": label_values(1, [1, 2], 0)})
+    return LabelMapSet("toy", "val", data.images, data.labels, classes, ignore=(0,))
+
+
+def test_distractors_are_asked_and_come_out_as_background(tmp_path):
+    records, _ = _records(_set(tmp_path), LabelMapOptions(grid=8, distractors=2, seed=3))
+    record = records[0]
+    assert sorted(record["labels"][1:]) == ["bird", "cat", "dog", "fish"]
+    truth = ground_truth(record)
+    empty = [name for name, m in zip(truth.label_names, truth.masks, strict=True) if not m.any()]
+    assert sorted(empty) == ["bird", "fish"]
+    assert "not appear" in answer_text(record) or "There is no" in answer_text(record)
+
+
+def test_max_classes_synonyms_pipe_questions_and_seeded_crops(tmp_path):
+    data = _set(tmp_path)
+    options = LabelMapOptions(
+        grid=8,
+        max_classes=1,
+        synonyms={"cat": ("kitty",), "dog": ("puppy",)},
+        question_style="pipe",
+        crop=0.5,
+        seed=1,
+    )
+    first, _ = _records(data, options)
+    again, _ = _records(data, options)
+    record = first[0]
+    assert record == again[0]  # every choice comes from the seed
+    assert len(record["labels"]) == 2 and record["labels"][1] in ("cat", "kitty", "dog", "puppy")
+    assert question_text(record) == record["labels"][1]
+    assert record["width"] <= W and record["height"] <= H and record["images"][0]["bytes"]
+    assert ground_truth(record).mask.shape == (record["height"], record["width"])
+    options = LabelMapOptions(grid=8, question_style="pipe")
+    assert question_text(_records(data, options)[0][0]) == "cat | dog"
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="crop"):
+        LabelMapOptions(crop=2.0)
+    with pytest.raises(ValueError, match="question_style"):
+        LabelMapOptions(question_style="csv")
