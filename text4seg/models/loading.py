@@ -42,9 +42,16 @@ def adapter_base(path: str | Path) -> str:
     return str(base)
 
 
-def load_processor(name_or_path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any) -> Any:
-    """`AutoProcessor.from_pretrained`, refusing the silent tokenizer-only fallback of transformers."""
+def load_processor(
+    name_or_path: str | Path, *, trust_remote_code: bool = False, visible: str | None = None, **kwargs: Any
+) -> Any:
+    """`AutoProcessor.from_pretrained`, refusing the silent tokenizer-only fallback of transformers, with
+    the whole image made visible (`models.preprocess.make_visible`: `visible` is "squash", "pad" or
+    "crop"; None keeps the choice saved with the processor, else "squash"). `visible` may also come inside
+    a recipe's `model.processor` settings."""
     from transformers import AutoProcessor
+
+    from text4seg.models.preprocess import make_visible
 
     processor = AutoProcessor.from_pretrained(
         str(name_or_path), trust_remote_code=trust_remote_code, **kwargs
@@ -54,7 +61,7 @@ def load_processor(name_or_path: str | Path, *, trust_remote_code: bool = False,
             f"AutoProcessor for {name_or_path} returned {type(processor).__name__}, not a multimodal processor "
             "(is torchvision installed, and does the folder hold preprocessor_config.json?)"
         )
-    return processor
+    return make_visible(processor, visible)
 
 
 def load_model_and_processor(
@@ -68,13 +75,15 @@ def load_model_and_processor(
     merge_adapter: bool = False,
     is_trainable: bool = False,
     processor_kwargs: dict[str, Any] | None = None,
+    visible: str | None = None,
 ) -> tuple[Any, Any]:
     """Load `(model, processor)` from a hub id or a local folder.
 
     `adapter` is a PEFT adapter folder loaded on top of the model. If `name_or_path` is itself an adapter
     folder (as written by `text4seg train`), its base model is loaded first and the processor saved next
     to the adapter is used. `merge_adapter=True` folds the adapter into the weights. `processor_kwargs` go to
-    `AutoProcessor.from_pretrained` (e.g. `{"min_pixels": ..., "max_pixels": ...}` for Qwen-VL).
+    `AutoProcessor.from_pretrained` (e.g. `{"min_pixels": ..., "max_pixels": ...}` for Qwen-VL). `visible`
+    says how the whole image is shown to the model (see `load_processor`).
     """
     from transformers import AutoModelForImageTextToText
 
@@ -82,9 +91,10 @@ def load_model_and_processor(
     if adapter is None and is_adapter_dir(source):
         adapter, source = source, adapter_base(source)
     processor_source = adapter if adapter is not None and _has_processor(adapter) else source
-    processor = load_processor(
-        processor_source, trust_remote_code=trust_remote_code, **(processor_kwargs or {})
-    )
+    processor_kwargs = dict(processor_kwargs or {})
+    if visible is not None:
+        processor_kwargs["visible"] = visible
+    processor = load_processor(processor_source, trust_remote_code=trust_remote_code, **processor_kwargs)
     kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

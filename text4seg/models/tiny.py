@@ -581,14 +581,19 @@ def tiny_config_and_processor(
     vocab_size: int = 640,
     text_config: dict[str, Any] | None = None,
     vision_config: dict[str, Any] | None = None,
+    visible: str | None = None,
     **overrides: Any,
 ):
     """The model config and the processor of a tiny `arch` model (no weights: build them with `from_config`).
 
     `image_size` must be a multiple of `2 * patch_size`. `text_config` / `vision_config` entries and any
     other keyword (top-level config fields) override the tiny defaults; sizes can be raised to real ones
-    (bench/gpu_train.py builds a Qwen2.5-VL-3B shape this way).
+    (bench/gpu_train.py builds a Qwen2.5-VL-3B shape this way). The processor shows the whole image as a
+    loaded one does (`models.preprocess.make_visible(processor, visible)`; the stock tiny LLaVA, like
+    llava-hf's, center-crops, which `visible="crop"` keeps).
     """
+    from text4seg.models.preprocess import make_visible
+
     entry = _entry(arch)
     if image_size % (2 * patch_size):
         raise ValueError(f"image_size {image_size} must be a multiple of 2 * patch_size ({2 * patch_size})")
@@ -606,7 +611,8 @@ def tiny_config_and_processor(
         vision_config=vision_config,
         overrides=overrides,
     )
-    return entry.build(spec)
+    config, processor = entry.build(spec)
+    return config, make_visible(processor, visible)
 
 
 def count_parameters(model) -> int:
