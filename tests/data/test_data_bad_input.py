@@ -20,6 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 CASES = (
     "missing_image_file",
     "polygon_too_small",
+    "polygon_out_of_image",
     "rle_size_mismatch",
     "empty_mask",
     "non_utf8_sentence",
@@ -60,6 +61,10 @@ class Damage:
         if case == "polygon_too_small":
             ref = self._ref(list)
             self.anns[ref["ann_id"]]["segmentation"] = [[1.0, 1.0, 9.0, 9.0]]
+            return self._ids(ref)
+        if case == "polygon_out_of_image":  # rasterised, this one vertex would cost gigabytes
+            ref = self._ref(list)
+            self.anns[ref["ann_id"]]["segmentation"] = [[10, 10, 1e8, 10, 40, 30]]
             return self._ids(ref)
         if case == "rle_size_mismatch":
             ref = self._ref(dict)

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 COLUMNS = {
     "id",
+    "ignore",
     "images",
     "messages",
     "task",

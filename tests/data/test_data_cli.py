@@ -88,3 +88,58 @@ def test_help_lists_every_kind(capsys):
         main(["build", "--help"])
     text = capsys.readouterr().out
     assert all(kind in text for kind in ("coco", "refcoco", "grefcoco", "synthetic"))
+
+
+def _deep_json(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda data: data.update(categories=5), "'categories' must be a list"),
+        (lambda data: data.update(annotations=None), "'annotations' must be a list"),
+        (lambda data: data.update(images={"id": 1}), "no 'images' list"),
+        (None, "nested too deeply"),
+    ],
+    ids=["categories-int", "annotations-null", "images-dict", "json-100k-deep"],
+)
+def test_odd_fields_end_in_one_error_line(corrupt_copy, tmp_path, capsys, damage, words):
+    paths = corrupt_copy()
+    if damage is None:
+        paths.instances.write_text(_deep_json(100_000))
+    else:
+        data = json.loads(paths.instances.read_text())
+        damage(data)
+        paths.instances.write_text(json.dumps(data))
+    args = ["build", "refcoco", "--ann", str(paths.refs), "--images", str(paths.images)]
+    assert main([*args, "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    assert "instances.json" in lines[0] and words in lines[0]
+
+
+def test_null_box_values_are_ignored_not_fatal(corrupt_copy, tmp_path, capsys):
+    paths = corrupt_copy()
+    data = json.loads(paths.instances.read_text())
+    for ann in data["annotations"]:
+        ann["bbox"] = [None, None, None, None]
+    paths.instances.write_text(json.dumps(data))
+    args = ["build", "refcoco", "--ann", str(paths.refs), "--images", str(paths.images)]
+    assert main([*args, "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "refcoco:" in capsys.readouterr().out
+
+
+def test_hostile_pickle_is_one_error_line(corrupt_copy, tmp_path, capsys):
+    import pickle
+
+    paths = corrupt_copy()
+    x: list = []
+    for _ in range(40):
+        x = [x, x]
+    paths.refs.write_bytes(pickle.dumps(x, protocol=2))
+    args = ["build", "refcoco", "--ann", str(paths.refs), "--images", str(paths.images)]
+    assert main([*args, "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "refs(unc).p" in err and "expands" in err and "\n" not in err

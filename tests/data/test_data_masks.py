@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from text4seg.data.masks import BadAnnotation, decode_segmentation, encode_counts, rle_string_counts
+from text4seg.data.masks import (
+    BadAnnotation,
+    decode_segmentation,
+    encode_counts,
+    merged_mask,
+    rle_string_counts,
+    segmentation_rle,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -48,6 +55,9 @@ def test_string_counts_parser_matches_pycocotools():
         ([[1.0, 1.0, 10.0, 10.0]], "polygon_too_small"),
         ([[1.0, 1.0, 10.0]], "bad_polygon"),
         ([[1.0, 1.0, float("nan"), 3.0, 4.0, 5.0]], "bad_polygon"),
+        ([[1.0, 1.0, float("inf"), 3.0, 4.0, 5.0]], "bad_polygon"),
+        ([[10.0, 10.0, 1e8, 10.0, 40.0, 30.0]], "polygon_out_of_image"),
+        ([[10.0, 10.0, 20.0, -1e6, 40.0, 30.0]], "polygon_out_of_image"),
         ([], "empty_mask"),
         ({"size": [H + 1, W], "counts": [H * W]}, "rle_size_mismatch"),
         ({"size": [H, W], "counts": [H * W - 5, 3]}, "bad_rle"),
@@ -70,3 +80,24 @@ def test_a_sliver_part_is_left_out_when_other_parts_remain():
     assert dropped == ["polygon 1 has 2 points (< 3)"]
     with pytest.raises(BadAnnotation, match="polygon 0 has 2 points.*polygon 1 has 1 points"):
         decode_segmentation([[1.0, 1.0, 5.0, 5.0], [3.0, 3.0]], H, W)
+
+
+def test_vertices_a_little_outside_the_image_are_kept():
+    # COCO has vertices a pixel or so past the border; they are clipped by rasterisation, not refused
+    mask = decode_segmentation([[-1.5, -1.0, W + 1.5, -1.0, W + 1.5, H + 1.0]], H, W)
+    assert mask.any()
+
+
+def test_refused_far_polygon_costs_nothing():
+    # pycocotools would rasterise ~5e8 points for this one annotation (gigabytes); the check runs first
+    with pytest.raises(BadAnnotation, match="polygon 0 spans x 10..1e\\+08"):
+        segmentation_rle([[10, 10, 1e8, 10, 40, 30]], 48, 64)
+
+
+def test_rle_form_merges_like_the_decoded_masks():
+    square = [[2.0, 2.0, 12.0, 2.0, 12.0, 12.0, 2.0, 12.0]]
+    other = {"size": [H, W], "counts": encode_counts(_mask())}
+    rles = [segmentation_rle(square, H, W), segmentation_rle(other, H, W)]
+    union = decode_segmentation(square, H, W) | decode_segmentation(other, H, W)
+    assert np.array_equal(merged_mask(rles, H, W), union)
+    assert not merged_mask([], H, W).any() and merged_mask([], H, W).shape == (H, W)

@@ -56,3 +56,43 @@ def test_python2_style_bytes_become_text_unless_not_utf8():
     assert loads_pickle(pickle.dumps(data, protocol=2)) == [
         {"sent": "the red circle", "raw": b"\xff\xfe broken"}
     ]
+
+
+def _nested_pickle(depth: int) -> bytes:
+    """A protocol-2 pickle of a list nested ``depth`` deep, written by hand (pickle.dumps would recurse)."""
+    return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+def test_shared_reference_bomb_is_refused_quickly(tmp_path):
+    x: list = []
+    for _ in range(40):
+        x = [x, x]  # 2**40 leaves once expanded
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(pickle.dumps(x, protocol=2))
+    assert path.stat().st_size < 1000
+    with pytest.raises(UnsafePickleError, match=r"refs\(unc\)\.p: the data expands to more than"):
+        load_pickle(path)
+
+
+def test_deep_nesting_and_cycles_are_refused():
+    with pytest.raises(UnsafePickleError, match="nested more than"):
+        loads_pickle(_nested_pickle(100_000), "deep.p")
+    cycle: list = []
+    cycle.append(cycle)
+    with pytest.raises(UnsafePickleError, match="nested more than"):
+        loads_pickle(pickle.dumps(cycle, protocol=2), "cycle.p")
+
+
+def test_broken_pickle_is_one_clear_error(tmp_path):
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(pickle.dumps([{"ref_id": 1}], protocol=2)[:-3])
+    with pytest.raises(UnsafePickleError, match=r"refs\(unc\)\.p: not a readable pickle"):
+        load_pickle(path)
+
+
+def test_shared_strings_are_decoded_once():
+    text = b"a long sentence " * 100
+    refs = [{"sent": text} for _ in range(50)]
+    loaded = loads_pickle(pickle.dumps(refs, protocol=2))
+    assert all(ref["sent"] is loaded[0]["sent"] for ref in loaded)
+    assert loaded[0]["sent"] == text.decode()

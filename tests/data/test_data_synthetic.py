@@ -122,6 +122,43 @@ def test_deterministic_per_seed(tmp_path):
         assert image.read_bytes() == (b.images / image.name).read_bytes()
 
 
+def _tree(root) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_interrupted_rebuild_is_never_reused(tmp_path, monkeypatch):
+    from text4seg.data import synthetic
+
+    folder = tmp_path / "shared"
+    make_synthetic(folder, num_images=8, image_size=48, seed=0)
+    real = synthetic.iter_samples
+
+    def interrupted(*args, **kwargs):
+        for k, sample in enumerate(real(*args, **kwargs)):
+            if k == 5:
+                raise KeyboardInterrupt("killed mid-write")
+            yield sample
+
+    monkeypatch.setattr(synthetic, "iter_samples", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic(folder, num_images=8, image_size=48, seed=1, reuse=True)
+    manifest = json.loads((folder / "synthetic.json").read_text())
+    assert manifest["complete"] is False and manifest["params"]["seed"] == 1
+    monkeypatch.setattr(synthetic, "iter_samples", real)
+    make_synthetic(folder, num_images=8, image_size=48, seed=0, reuse=True)
+    fresh = make_synthetic(tmp_path / "fresh", num_images=8, image_size=48, seed=0)
+    assert _tree(folder) == _tree(fresh.root)
+
+
+def test_reuse_checks_every_file(tmp_path):
+    paths = make_synthetic(tmp_path / "s", num_images=4, image_size=48, seed=3)
+    image = sorted(paths.images.iterdir())[0]
+    original = image.read_bytes()
+    image.write_bytes(original[:-10])  # damaged after the manifest was written
+    make_synthetic(tmp_path / "s", num_images=4, image_size=48, seed=3, reuse=True)
+    assert image.read_bytes() == original
+
+
 def test_in_memory_sample_is_consistent():
     sample = generate_sample(42, image_size=(96, 64), distractor=True, crowd=True)
     assert sample.image.shape == (64, 96, 3) and sample.image.dtype == np.uint8

@@ -1,12 +1,23 @@
-"""`text4seg build coco|refcoco|grefcoco|synthetic`: annotation files -> training records on disk."""
+"""`text4seg build coco|refcoco|grefcoco|synthetic`: annotation files -> training records on disk.
+
+One subcommand per row of `text4seg.data.sources.SOURCES`, plus ``synthetic``. Bad input ends in one
+``error:`` line naming the file, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from pathlib import Path
 
-KINDS = ("coco", "refcoco", "grefcoco")
+from .sources import SOURCES, SourceKind
+
+KINDS = tuple(SOURCES)
+
+USER_ERRORS = (ValueError, OSError, pickle.UnpicklingError, RuntimeError, RecursionError, MemoryError)
+"""What a build raises for bad input or a failed build (DataError is a ValueError, BuildError a
+RuntimeError, UnsafePickleError an UnpicklingError); reported as one ``error:`` line."""
 
 
 def _grid(value: str) -> int | tuple[int, int]:
@@ -46,6 +57,30 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+_OPTIONS = {
+    "instances": lambda parser: parser.add_argument(
+        "--instances", type=Path, help="instances.json (default: next to --ann)"
+    ),
+    "tasks": lambda parser: parser.add_argument(
+        "--tasks", nargs="+", choices=("refer", "instance", "semantic"), help="tasks (default: all)"
+    ),
+}
+
+
+def _add_source(kinds: argparse._SubParsersAction, kind: SourceKind) -> None:
+    parser = kinds.add_parser(kind.name, help=kind.help, description=kind.help)
+    parser.add_argument(
+        "--ann", required=True, type=Path, action="append" if kind.many_files else "store", help=kind.ann_help
+    )
+    parser.add_argument("--images", required=True, type=Path, help="folder holding the images")
+    for option in kind.options:
+        _OPTIONS[option](parser)
+    parser.add_argument("--splits", nargs="+", help="keep only these splits (default: all)")
+    parser.add_argument("--name", help=f"dataset name in record ids (default {kind.name}; e.g. refcoco+)")
+    _add_common(parser)
+    parser.set_defaults(func=run_build)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `build` and its dataset kinds to the `text4seg` command line."""
     build = subparsers.add_parser(
@@ -55,31 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with datasets.save_to_disk, with a build_report.json listing every skipped item.",
     )
     kinds = build.add_subparsers(dest="kind", metavar="KIND", required=True)
-    helps = {
-        "coco": "COCO instances json(s): category, instance and semantic records",
-        "refcoco": "RefCOCO/+/g refs pickle + instances.json: one record per sentence",
-        "grefcoco": "gRefCOCO grefs json + instances.json: multi-target and no-target expressions",
-    }
-    for kind in KINDS:
-        parser = kinds.add_parser(kind, help=helps[kind], description=helps[kind])
-        parser.add_argument(
-            "--ann",
-            required=True,
-            type=Path,
-            action="append" if kind == "coco" else "store",
-            help="instances_*.json (repeatable)" if kind == "coco" else "refs(unc).p / grefs(unc).json",
-        )
-        parser.add_argument("--images", required=True, type=Path, help="folder holding the images")
-        if kind != "coco":
-            parser.add_argument("--instances", type=Path, help="instances.json (default: next to --ann)")
-        else:
-            parser.add_argument(
-                "--tasks", nargs="+", choices=("refer", "instance", "semantic"), help="tasks (default: all)"
-            )
-        parser.add_argument("--splits", nargs="+", help="keep only these splits (default: all)")
-        parser.add_argument("--name", help=f"dataset name in record ids (default {kind}; e.g. refcoco+)")
-        _add_common(parser)
-        parser.set_defaults(func=run_build)
+    for kind in SOURCES.values():
+        _add_source(kinds, kind)
     synth = kinds.add_parser(
         "synthetic",
         help="write a synthetic shapes dataset, then build coco/refcoco/grefcoco records from its files",
@@ -119,6 +131,12 @@ def _summary(kind: str, result) -> None:
         print(f"  skipped {report['skipped_total']} ({reasons}); see {result.out_dir / 'build_report.json'}")
 
 
+def _message(err: BaseException) -> str:
+    """One line for an error: its text, or its kind when it has none (RecursionError, MemoryError)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
 def _export(result, args: argparse.Namespace, image_root: Path, path: Path | None) -> None:
     if path is not None:
         from .build import to_llava_json
@@ -129,7 +147,6 @@ def _export(result, args: argparse.Namespace, image_root: Path, path: Path | Non
 
 def run_build(args: argparse.Namespace) -> int:
     from .build import build
-    from .spec import DataError
 
     try:
         result = build(
@@ -144,8 +161,8 @@ def run_build(args: argparse.Namespace) -> int:
             tasks=getattr(args, "tasks", None),
             reuse_cache=not args.no_cache,
         )
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {_message(err)}", file=sys.stderr)
         return 1
     _summary(args.kind, result)
     _export(result, args, args.images, args.llava)
@@ -154,17 +171,20 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_synthetic(args: argparse.Namespace) -> int:
     from .build import build
-    from .spec import DataError
     from .synthetic import make_synthetic
 
     size = args.image_size[0] if len(args.image_size) == 1 else (args.image_size[0], args.image_size[1])
-    paths = make_synthetic(
-        args.out / "source",
-        num_images=args.num_images,
-        image_size=size,
-        seed=args.seed,
-        reuse=not args.no_cache,
-    )
+    try:
+        paths = make_synthetic(
+            args.out / "source",
+            num_images=args.num_images,
+            image_size=size,
+            seed=args.seed,
+            reuse=not args.no_cache,
+        )
+    except USER_ERRORS as err:
+        print(f"error: {_message(err)}", file=sys.stderr)
+        return 1
     print(
         f"synthetic: {paths.num_images} images, {paths.num_annotations} annotations, {paths.num_refs} refs, "
         f"{paths.num_grefs} grefs -> {paths.root}"
@@ -175,8 +195,8 @@ def run_synthetic(args: argparse.Namespace) -> int:
             result = build(
                 kind, anns[kind], paths.images, args.out / kind, _config(args), reuse_cache=not args.no_cache
             )
-        except (DataError, FileExistsError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
+        except USER_ERRORS as err:
+            print(f"error: {_message(err)}", file=sys.stderr)
             return 1
         _summary(kind, result)
         if args.llava is not None:

@@ -16,6 +16,7 @@ or category are skipped and reported.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,15 +25,44 @@ from pathlib import Path
 
 import numpy as np
 
-from .spec import ImageInfo, IssueLog, RecordSpec, Source
+from text4seg.protocol.images import check_pixels
+
+from .annotations import ImageInfo, RecordSpec, Source
+from .issues import IssueLog
 
 TASKS: tuple[str, ...] = ("refer", "instance", "semantic")
 SEMANTIC_VARIANTS: tuple[str, ...] = ("all", "subset", "absent")
 
 
 def read_json_text(path: Path) -> object:
-    """Parse a JSON file; bytes that are not UTF-8 survive as lone surrogates (reported later)."""
-    return json.loads(path.read_bytes().decode("utf-8", errors="surrogateescape"))
+    """Parse a JSON file; bytes that are not UTF-8 survive as lone surrogates (reported later).
+
+    Raises ValueError naming the file for text that is not JSON or nests too deeply to parse."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8", errors="surrogateescape"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to read") from None
+
+
+def _entries(data: dict, key: str, path: Path, required: bool = False) -> list:
+    """``data[key]`` as a list; missing is [] unless ``required``; any other type is a ValueError."""
+    value = data.get(key)
+    if value is None and not required and key not in data:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: '{key}' must be a list, got {type(value).__name__}")
+    return value
+
+
+def _number_list(value: object, length: int) -> list[float] | None:
+    """``value`` as ``length`` finite floats, or None."""
+    if not isinstance(value, list) or len(value) != length:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    return [float(v) for v in value]
 
 
 def is_clean_text(text: object) -> bool:
@@ -69,8 +99,15 @@ def read_instances(
     data = read_json_text(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{path}: not a COCO instances file (no 'images' list)")
+    images = _read_images(data["images"], path, log)
+    categories = _read_categories(_entries(data, "categories", path), path, log)
+    annotations = _read_annotations(_entries(data, "annotations", path), images, categories, path, log)
+    return images, annotations, categories
+
+
+def _read_images(entries: list, path: Path, log: IssueLog) -> dict[int, ImageInfo]:
     images: dict[int, ImageInfo] = {}
-    for entry in data["images"]:
+    for entry in entries:
         image_id = _as_int(entry.get("id")) if isinstance(entry, dict) else None
         if image_id is None:
             log.add(
@@ -85,17 +122,32 @@ def read_instances(
         if not width or not height or width < 1 or height < 1 or not is_clean_text(file_name):
             log.add(f"image{image_id}", "bad_image", "missing width, height or file_name", path)
             continue
+        try:
+            check_pixels(height, width, f"image {image_id}")
+        except ValueError as err:
+            log.add(f"image{image_id}", "image_too_large", str(err), path)
+            continue
         images[image_id] = ImageInfo(image_id, file_name, width, height)
+    return images
+
+
+def _read_categories(entries: list, path: Path, log: IssueLog) -> dict[int, str]:
     categories: dict[int, str] = {}
-    for entry in data.get("categories", []):
+    for entry in entries:
         cat_id = _as_int(entry.get("id")) if isinstance(entry, dict) else None
         name = entry.get("name") if isinstance(entry, dict) else None
         if cat_id is None or not is_clean_text(name) or not name.strip():
             log.add(f"category{cat_id}", "bad_category", "no integer id or no UTF-8 name", path)
             continue
         categories[cat_id] = " ".join(name.split())
+    return categories
+
+
+def _read_annotations(
+    entries: list, images: dict[int, ImageInfo], categories: dict[int, str], path: Path, log: IssueLog
+) -> dict[int, dict]:
     annotations: dict[int, dict] = {}
-    for entry in data.get("annotations", []):
+    for entry in entries:
         ann_id = _as_int(entry.get("id")) if isinstance(entry, dict) else None
         if ann_id is None:
             log.add("ann?", "bad_annotation", "annotation without an integer id", path)
@@ -117,16 +169,15 @@ def read_instances(
         if "segmentation" not in entry:
             log.add(f"ann{ann_id}", "bad_segmentation", "annotation has no segmentation", path)
             continue
-        bbox = entry.get("bbox")
         annotations[ann_id] = {
             "id": ann_id,
             "image_id": image_id,
             "category_id": cat_id,
             "segmentation": entry["segmentation"],
             "iscrowd": int(bool(entry.get("iscrowd", 0))),
-            "bbox": [float(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else None,
+            "bbox": _number_list(entry.get("bbox"), 4),
         }
-    return images, annotations, categories
+    return annotations
 
 
 def split_from_filename(path: str | Path) -> str:

@@ -1,8 +1,11 @@
 """Decode one COCO segmentation (polygons, uncompressed or compressed RLE) into a checked mask.
 
-pycocotools trusts its input: a 4-number polygon is silently read as a box, and RLE whose counts do
-not add up to the image size makes its decoder read or write out of bounds. `decode_segmentation`
-checks each form first and raises `BadAnnotation` with a reason code instead.
+pycocotools trusts its input: a 4-number polygon is silently read as a box, a polygon vertex far
+outside the image is rasterised point by point (one coordinate of 1e8 costs gigabytes), and RLE whose
+counts do not add up to the image size makes its decoder read or write out of bounds.
+`segmentation_rle` checks each form first and raises `BadAnnotation` with a reason code instead; it
+returns compressed RLE, so a builder can keep many annotations and merge them without holding a
+full-size mask for each. `decode_segmentation` is the same, decoded.
 """
 
 from __future__ import annotations
@@ -64,7 +67,24 @@ def rle_string_counts(counts: bytes) -> list[int]:
     return out
 
 
-def _polygons(segmentation: list, height: int, width: int, dropped: list[str] | None) -> np.ndarray:
+POLYGON_MARGIN = 0.1
+"""How far outside the image a polygon vertex may lie, as a fraction of the image side (plus 2 px);
+COCO has vertices a pixel or two outside, never more."""
+
+
+def _check_inside(polygon: list[float], k: int, height: int, width: int) -> None:
+    """`BadAnnotation` unless every vertex lies within the margin around the image."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    mx, my = POLYGON_MARGIN * width + 2, POLYGON_MARGIN * height + 2
+    if min(xs) < -mx or max(xs) > width + mx or min(ys) < -my or max(ys) > height + my:
+        raise BadAnnotation(
+            "polygon_out_of_image",
+            f"polygon {k} spans x {min(xs):g}..{max(xs):g}, y {min(ys):g}..{max(ys):g}, "
+            f"outside the {width}x{height} image",
+        )
+
+
+def _polygons(segmentation: list, height: int, width: int, dropped: list[str] | None) -> dict:
     if not segmentation:
         raise BadAnnotation("empty_mask", "segmentation is an empty polygon list")
     polygons, small = [], []
@@ -78,16 +98,17 @@ def _polygons(segmentation: list, height: int, width: int, dropped: list[str] | 
         if len(polygon) < 6:
             small.append(f"polygon {k} has {len(polygon) // 2} points (< 3)")
             continue
-        polygons.append([float(v) for v in polygon])
+        polygon = [float(v) for v in polygon]
+        _check_inside(polygon, k, height, width)
+        polygons.append(polygon)
     if not polygons:
         raise BadAnnotation("polygon_too_small", "; ".join(small))
     if dropped is not None:
         dropped.extend(small)
-    rles = mask_utils.frPyObjects(polygons, height, width)
-    return decode_rle(mask_utils.merge(rles))
+    return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
 
 
-def _rle(segmentation: dict, height: int, width: int) -> np.ndarray:
+def _rle(segmentation: dict, height: int, width: int) -> dict:
     size = segmentation.get("size")
     counts = segmentation.get("counts")
     if not isinstance(size, (list, tuple)) or len(size) != 2 or [*size] != [height, width]:
@@ -102,37 +123,48 @@ def _rle(segmentation: dict, height: int, width: int) -> np.ndarray:
             raise BadAnnotation(
                 "bad_rle", f"uncompressed RLE covers {total} pixels, the image has {height * width}"
             )
-        rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
-    elif isinstance(counts, (str, bytes)):
+        return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    if isinstance(counts, (str, bytes)):
         raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
         total = sum(rle_string_counts(raw))
         if total != height * width:
             raise BadAnnotation(
                 "bad_rle", f"compressed RLE covers {total} pixels, the image has {height * width}"
             )
-        rle = {"size": [height, width], "counts": raw}
+        return {"size": [height, width], "counts": raw}
+    raise BadAnnotation("bad_rle", f"RLE counts of type {type(counts).__name__}")
+
+
+def segmentation_rle(segmentation: Any, height: int, width: int, dropped: list[str] | None = None) -> dict:
+    """COCO ``segmentation`` (polygon list, uncompressed RLE or compressed RLE) -> checked compressed RLE.
+
+    A polygon part of fewer than 3 points is left out when other parts remain (COCO has a few such
+    slivers); each one left out is described in ``dropped`` when a list is given. Raises
+    `BadAnnotation` when every part is that small, for a vertex outside the image (beyond
+    `POLYGON_MARGIN`), for RLE of another size or whose runs do not cover the image, malformed
+    values, and masks with no foreground pixel.
+    """
+    if isinstance(segmentation, list):
+        rle = _polygons(segmentation, height, width, dropped)
+    elif isinstance(segmentation, dict):
+        rle = _rle(segmentation, height, width)
     else:
-        raise BadAnnotation("bad_rle", f"RLE counts of type {type(counts).__name__}")
-    return decode_rle(rle)
+        raise BadAnnotation("bad_segmentation", f"segmentation of type {type(segmentation).__name__}")
+    if not int(mask_utils.area(rle)):
+        raise BadAnnotation("empty_mask", "the segmentation covers no pixel")
+    return rle
 
 
 def decode_segmentation(
     segmentation: Any, height: int, width: int, dropped: list[str] | None = None
 ) -> np.ndarray:
-    """COCO ``segmentation`` (polygon list, uncompressed RLE or compressed RLE) -> bool H×W mask.
+    """`segmentation_rle`, decoded: a bool H×W mask (Fortran order)."""
+    return decode_rle(segmentation_rle(segmentation, height, width, dropped)).astype(bool)
 
-    A polygon part of fewer than 3 points is left out when other parts remain (COCO has a few such
-    slivers); each one left out is described in ``dropped`` when a list is given. Raises
-    `BadAnnotation` when every part is that small, for RLE of another size or whose runs do not
-    cover the image, malformed values, and masks with no foreground pixel.
-    """
-    if isinstance(segmentation, list):
-        mask = _polygons(segmentation, height, width, dropped)
-    elif isinstance(segmentation, dict):
-        mask = _rle(segmentation, height, width)
-    else:
-        raise BadAnnotation("bad_segmentation", f"segmentation of type {type(segmentation).__name__}")
-    mask = mask.astype(bool)
-    if not mask.any():
-        raise BadAnnotation("empty_mask", "the segmentation covers no pixel")
-    return mask
+
+def merged_mask(rles: list[dict], height: int, width: int) -> np.ndarray:
+    """The union of compressed RLEs as a bool H×W mask (all False when there are none)."""
+    if not rles:
+        return np.zeros((height, width), dtype=bool, order="F")
+    rle = rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False)
+    return decode_rle(rle).astype(bool)

@@ -16,12 +16,13 @@ whatever its encoding (polygon, uncompressed or compressed RLE), never by reusin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from .annotations import RecordSpec, Source
 from .coco import is_clean_text, read_instances, read_json_text
+from .issues import IssueLog
 from .safe_pickle import load_pickle
-from .spec import IssueLog, RecordSpec, Source
 
 
 def _as_id_list(value: object) -> list[int] | None:
@@ -123,17 +124,40 @@ def _plan(
             )
 
 
-def _source(dataset: str, refs_file: Path, instances_file: Path, image_root: Path, log: IssueLog) -> Source:
+def _read_grefs(path: Path) -> object:
+    refs = read_json_text(path)
+    return refs["refs"] if isinstance(refs, dict) and isinstance(refs.get("refs"), list) else refs
+
+
+def _load(
+    read_refs: Callable[[Path], object],
+    refs_file: str | Path,
+    image_root: str | Path,
+    instances_file: str | Path | None,
+    dataset: str,
+    splits: Sequence[str] | None,
+    strict: bool,
+) -> Source:
+    """Read the instances file, then the refs with ``read_refs``, and plan one spec per sentence."""
+    refs_file = Path(refs_file)
+    instances_file = Path(instances_file) if instances_file else refs_file.parent / "instances.json"
+    log = IssueLog(strict)
     images, annotations, _ = read_instances(instances_file, log)
-    return Source(
+    source = Source(
         dataset=dataset,
         ann_file=instances_file,
-        image_root=image_root,
+        image_root=Path(image_root),
         images=images,
         annotations=annotations,
         specs=[],
         input_files=[refs_file, instances_file],
     )
+    refs = read_refs(refs_file)
+    if not isinstance(refs, list):
+        raise ValueError(f"{refs_file}: expected a list of refs, got {type(refs).__name__}")
+    _plan(refs, source, log, splits)
+    source.issues = log.items
+    return source
 
 
 def load_refcoco(
@@ -146,16 +170,7 @@ def load_refcoco(
     strict: bool = False,
 ) -> Source:
     """RefCOCO/+/g: a refs pickle (read safely) and its instances.json (default: next to it)."""
-    refs_file = Path(refs_file)
-    instances_file = Path(instances_file) if instances_file else refs_file.parent / "instances.json"
-    log = IssueLog(strict)
-    source = _source(dataset, refs_file, instances_file, Path(image_root), log)
-    refs = load_pickle(refs_file)
-    if not isinstance(refs, list):
-        raise ValueError(f"{refs_file}: expected a list of refs, got {type(refs).__name__}")
-    _plan(refs, source, log, splits)
-    source.issues = log.items
-    return source
+    return _load(load_pickle, refs_file, image_root, instances_file, dataset, splits, strict)
 
 
 def load_grefcoco(
@@ -167,16 +182,6 @@ def load_grefcoco(
     splits: Sequence[str] | None = None,
     strict: bool = False,
 ) -> Source:
-    """gRefCOCO: a grefs json (multi-target and no-target refs) and its instances.json."""
-    grefs_file = Path(grefs_file)
-    instances_file = Path(instances_file) if instances_file else grefs_file.parent / "instances.json"
-    log = IssueLog(strict)
-    source = _source(dataset, grefs_file, instances_file, Path(image_root), log)
-    refs = read_json_text(grefs_file)
-    if isinstance(refs, dict) and isinstance(refs.get("refs"), list):
-        refs = refs["refs"]
-    if not isinstance(refs, list):
-        raise ValueError(f"{grefs_file}: expected a list of refs, got {type(refs).__name__}")
-    _plan(refs, source, log, splits)
-    source.issues = log.items
-    return source
+    """gRefCOCO: a grefs json (multi-target and no-target refs, optionally under a ``refs`` key) and its
+    instances.json (default: next to it)."""
+    return _load(_read_grefs, grefs_file, image_root, instances_file, dataset, splits, strict)

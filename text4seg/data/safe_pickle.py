@@ -12,6 +12,12 @@ except the three harmless ones that old pickle protocols need to build such data
 Anything else - ``os.system``, ``builtins.eval``, class instances, persistent ids - raises
 `UnsafePickleError` before it is built. Python 2 ``str`` objects arrive as bytes and are decoded as
 UTF-8; bytes that are not valid UTF-8 are kept as ``bytes`` so the caller can report them.
+
+A pickle can also be small and still expand: memo references let ``x = [x, x]`` forty times fit in
+450 bytes and name 2**40 objects. The data built is therefore bounded by the file: at most
+`MAX_NODES_PER_BYTE` objects per byte of pickle (each object a plain pickle names costs at least one
+opcode byte, so only shared references go past it) and at most `MAX_DEPTH` levels of nesting (refs
+are four deep); past either limit `UnsafePickleError` says which file and why.
 """
 
 from __future__ import annotations
@@ -55,34 +61,62 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"refusing persistent id {pid!r}")
 
 
-def _normalise(obj: Any) -> Any:
-    """Decode UTF-8 bytes to str (keys and values), recursively; keep undecodable bytes as bytes."""
-    if isinstance(obj, bytes):
-        try:
-            return obj.decode("utf-8")
-        except UnicodeDecodeError:
+MAX_NODES_PER_BYTE = 1
+"""Objects the normalised data may hold per byte of pickle (plus `MIN_NODES`)."""
+MIN_NODES = 10_000
+MAX_DEPTH = 64
+"""Deepest nesting of containers accepted (RefCOCO refs are four deep)."""
+
+
+class _Normaliser:
+    """Decodes UTF-8 bytes to str (keys and values), keeping undecodable bytes as bytes, while counting
+    the objects built against a budget and the nesting depth against `MAX_DEPTH`."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.built = 0
+        self.texts: dict[int, Any] = {}  # one decoded str per bytes object, however often it is referenced
+
+    def __call__(self, obj: Any, depth: int = 0) -> Any:
+        self.built += 1
+        if self.built > self.budget:
+            raise UnsafePickleError(
+                f"the data expands to more than {self.budget:,} objects, far more than the file's size "
+                "allows for plain data (shared references repeated many times)"
+            )
+        if isinstance(obj, bytes):
+            if id(obj) not in self.texts:
+                try:
+                    self.texts[id(obj)] = obj.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.texts[id(obj)] = obj
+            return self.texts[id(obj)]
+        if not isinstance(obj, (dict, list, tuple, set, frozenset)):
             return obj
-    if isinstance(obj, dict):
-        return {_normalise(k): _normalise(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_normalise(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_normalise(v) for v in obj)
-    return obj
+        if depth >= MAX_DEPTH:
+            raise UnsafePickleError(f"containers nested more than {MAX_DEPTH} deep (or a cycle)")
+        if isinstance(obj, dict):
+            return {self(k, depth + 1): self(v, depth + 1) for k, v in obj.items()}
+        return type(obj)(self(v, depth + 1) for v in obj)
 
 
-def loads_pickle(data: bytes) -> Any:
-    """`load_pickle` for bytes already in memory."""
-    return _normalise(RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load())
+def loads_pickle(data: bytes, name: str = "<bytes>") -> Any:
+    """`load_pickle` for bytes already in memory; ``name`` is used in error messages."""
+    try:
+        raw = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return _Normaliser(MIN_NODES + MAX_NODES_PER_BYTE * len(data))(raw)
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{name}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as err:
+        raise UnsafePickleError(f"{name}: not a readable pickle ({type(err).__name__}: {err})") from None
+    except RecursionError:
+        raise UnsafePickleError(f"{name}: nested too deeply to read") from None
 
 
 def load_pickle(path: str | Path) -> Any:
     """Load a pickle of plain data (lists, dicts, strings, numbers) without running code.
 
-    Raises `UnsafePickleError` naming the refused global when the file wants anything else.
+    Raises `UnsafePickleError` naming the file and why: a refused global, data expanding far beyond
+    the file's size, nesting deeper than `MAX_DEPTH`, or bytes that are not a pickle.
     """
-    with Path(path).open("rb") as handle:
-        try:
-            return _normalise(RestrictedUnpickler(handle, encoding="bytes").load())
-        except UnsafePickleError as err:
-            raise UnsafePickleError(f"{path}: {err}") from None
+    return loads_pickle(Path(path).read_bytes(), str(path))

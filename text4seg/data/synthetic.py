@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from .masks import decode_rle
+from .storage import file_digest
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -470,6 +472,10 @@ def make_synthetic(
     uncompressed RLE with ``iscrowd: 1``. The result depends only on the arguments, which are
     recorded in ``synthetic.json``; with ``reuse`` a folder whose manifest matches is returned as is
     (so a re-run keeps file times, and a record build over it can reuse its cache).
+
+    The manifest never describes files it did not write: it is replaced by an ``incomplete`` one
+    before the first file is written and completed, with each file's SHA-256, after the last; reuse
+    needs a complete manifest whose files all still match.
     """
     root = Path(out_dir)
     size = _as_size(image_size)
@@ -483,12 +489,12 @@ def make_synthetic(
         "jpeg_quality": jpeg_quality,
     }
     manifest = root / "synthetic.json"
-    if reuse and manifest.is_file():
-        previous = json.loads(manifest.read_text(encoding="utf-8"))
-        if previous.get("params") == params:
-            return _paths_from_manifest(root, previous)
+    previous = _read_manifest(manifest) if reuse else None
+    if previous is not None and previous.get("params") == params and _files_intact(root, previous):
+        return _paths_from_manifest(root, previous)
     image_dir = root / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomically(manifest, {"params": params, "complete": False})
     split_of = _split_assignment(num_images, splits, seed)
     categories = [{"id": CATEGORY_IDS[k], "name": k, "supercategory": "shape"} for k in KINDS]
     images: list[dict] = []
@@ -596,9 +602,42 @@ def make_synthetic(
     grefs_path = root / "grefs(unc).json"
     grefs_path.write_text(json.dumps(grefs), encoding="utf-8")
     counts = {"num_annotations": len(annotations), "num_refs": len(refs), "num_grefs": len(grefs)}
-    record = {"params": params, "splits_written": list(by_split), **counts}
-    manifest.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    written = [image_dir / im["file_name"] for im in images] + [
+        instances,
+        *by_split.values(),
+        refs_path,
+        grefs_path,
+    ]
+    files = {path.relative_to(root).as_posix(): file_digest(path) for path in written}
+    record = {"params": params, "complete": True, "splits_written": list(by_split), **counts, "files": files}
+    _write_json_atomically(manifest, record)
     return _paths_from_manifest(root, record)
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    """A complete manifest, or None (missing, unreadable, or left incomplete by an interrupted write)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    complete = isinstance(manifest, dict) and manifest.get("complete") is True
+    return manifest if complete and isinstance(manifest.get("files"), dict) else None
+
+
+def _files_intact(root: Path, manifest: dict) -> bool:
+    """True when every file the manifest lists is there with the digest it recorded."""
+    root = root.resolve()
+    for name, digest in manifest["files"].items():
+        path = (root / str(name)).resolve()
+        if not path.is_relative_to(root) or not path.is_file() or file_digest(path) != digest:
+            return False
+    return True
 
 
 def _paths_from_manifest(root: Path, manifest: dict) -> SyntheticPaths:

@@ -1,0 +1,94 @@
+"""Image files: never read outside the image folder, sized upright by the EXIF rule, refused when
+larger than MAX_IMAGE_PIXELS before anything is decoded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from text4seg.data.image_files import ImageFileProblem, check_image, locate_image, upright_size
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _png_header(path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data: only the header is ever read)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def _hostile_names(paths) -> dict[str, str]:
+    """file_name values that lead outside the image folder, each pointing at a real image of the right size."""
+    outside = paths.root / "outside"
+    outside.mkdir()
+    instances = json.loads(paths.instances.read_text())
+    first = instances["images"][0]["file_name"]
+    shutil.copy(paths.images / first, outside / "secret.jpg")
+    (paths.images / "link.jpg").symlink_to(outside / "secret.jpg")
+    return {
+        "relative": "../outside/secret.jpg",
+        "absolute": str((outside / "secret.jpg").resolve()),
+        "symlink": "link.jpg",
+    }
+
+
+def test_file_names_leaving_the_image_folder_are_refused(corrupt_copy, build_kind, tmp_path):
+    paths = corrupt_copy()
+    names = _hostile_names(paths)
+    instances = json.loads(paths.instances.read_text())
+    hostile = {}
+    for image, name in zip(instances["images"][: len(names)], names.values(), strict=True):
+        hostile[image["id"]] = name
+        image["file_name"] = name
+    paths.instances.write_text(json.dumps(instances))
+    result = build_kind("refcoco", paths, tmp_path / "out")
+    outside = [item for item in result.report["skipped"] if item["reason"] == "image_outside_root"]
+    for image_id, name in hostile.items():
+        details = [item["detail"] for item in outside if f"image {image_id}:" in item["detail"]]
+        assert details and all(repr(name) in d for d in details), (image_id, name)
+    assert not any(
+        str(paths.root / "outside") in item["detail"] for item in outside if "../" in item["detail"]
+    )
+    for split in result.dataset.values():
+        assert not set(split["source"]["image_id"]) & set(hostile)
+
+
+def test_locate_image_names_the_file_as_given(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(ImageFileProblem) as info:
+        locate_image(tmp_path / "images", "../../etc/passwd")
+    assert info.value.reason == "image_outside_root"
+    assert "'../../etc/passwd'" in str(info.value) and str(tmp_path) not in str(info.value)
+    with pytest.raises(ImageFileProblem, match="missing_image_file"):
+        locate_image(tmp_path / "images", "absent.jpg")
+    with pytest.raises(ImageFileProblem, match="bad_image_path"):
+        locate_image(tmp_path / "images", "nul\x00.jpg")
+
+
+def test_size_is_the_upright_size(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: shown 20 wide, 40 high
+    Image.new("RGB", (40, 20)).save(path, exif=exif)
+    assert upright_size(path, "rotated.jpg") == (20, 40)
+    assert check_image(tmp_path, "rotated.jpg", 20, 40) == path.resolve()
+    with pytest.raises(ImageFileProblem) as info:
+        check_image(tmp_path, "rotated.jpg", 40, 20)
+    assert info.value.reason == "image_size_mismatch" and "upright" in info.value.detail
+
+
+@pytest.mark.parametrize("side", [12_000, 30_000])  # over our limit; over PIL's bomb limit too
+def test_huge_images_are_refused_from_the_header(tmp_path, side):
+    _png_header(tmp_path / "huge.png", side, side)
+    with pytest.raises(ImageFileProblem) as info:
+        upright_size(tmp_path / "huge.png", "huge.png")
+    assert info.value.reason == "image_too_large"

@@ -1,0 +1,66 @@
+"""The worker pool: results in input order whatever the process count; a dead worker fails the build
+with a clear message instead of leaving it waiting forever."""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+
+import pytest
+
+from text4seg.data import records
+from text4seg.data.build import BuildConfig
+from text4seg.data.issues import BuildError
+from text4seg.data.workers import ordered_map
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail (rather than hang the suite) when the block runs past ``seconds``."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: the pool is hanging")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _squares(chunk: list[int]) -> list[int]:
+    return [k * k for k in chunk]
+
+
+def _die_on_seven(chunk: list[int]) -> list[int]:
+    if 7 in chunk:
+        os._exit(3)  # as a worker killed for memory would vanish
+    return _squares(chunk)
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_results_come_back_in_input_order(num_proc):
+    with deadline(60):
+        assert list(ordered_map(_squares, list(range(100)), num_proc)) == [k * k for k in range(100)]
+
+
+def test_a_dead_worker_fails_the_map_instead_of_hanging():
+    with deadline(60), pytest.raises(BuildError, match="a worker process died while building shapes"):
+        list(ordered_map(_die_on_seven, list(range(40)), 2, what="shapes"))
+
+
+def test_a_dead_worker_fails_the_build_and_writes_nothing(synth, build_kind, tmp_path, monkeypatch):
+    def die(job):
+        os._exit(3)
+
+    monkeypatch.setattr(records, "build_image", die)  # inherited by the forked workers
+    out = tmp_path / "out"
+    with deadline(120), pytest.raises(BuildError, match="refcoco images"):
+        build_kind("refcoco", synth, out, config=BuildConfig(num_proc=2, progress=False))
+    assert not out.exists()
+    assert not list(tmp_path.glob("out.tmp-*"))

@@ -1,0 +1,70 @@
+"""How records are built (`BuildConfig`) and what a build returns (`BuildResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from text4seg.codec import TEXT4SEG, DescriptorFormat, check_labels
+from text4seg.codec.grid import DOWN_METHODS
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How records are made. ``grid`` and ``method`` set the descriptor.
+
+    By default ``images`` holds `datasets.Image` values, which ``save_to_disk`` embeds: the saved
+    records are self-contained, but every record carries its image's bytes (an image with seven
+    sentences is stored seven times). ``image_paths=True`` stores absolute path strings instead.
+
+    ``target_label`` names the referred cells of ``refer`` records: ``None`` (default) writes the
+    expression itself, as Text4Seg's data does; a fixed word (e.g. ``"target"``) keeps every answer
+    short and spelled the same whatever the expression (the segmenter must then be given the same
+    ``target_label``).
+    """
+
+    grid: int | tuple[int, int] = 16
+    method: str = "nearest"
+    seed: int = 0
+    num_proc: int = 1
+    strict: bool = False
+    image_paths: bool = False
+    progress: bool = True
+    target_label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in DOWN_METHODS:
+            raise ValueError(f"unknown downsampling method {self.method!r}; use one of {DOWN_METHODS}")
+        if self.num_proc < 1:
+            raise ValueError(f"num_proc must be >= 1, got {self.num_proc}")
+        self.fmt  # noqa: B018  (validates the grid size now rather than in a worker)
+        if self.target_label is not None:
+            check_labels([self.fmt.background, self.target_label], self.fmt)
+
+    @property
+    def fmt(self) -> DescriptorFormat:
+        return TEXT4SEG.with_grid(self.grid)
+
+    def cache_key(self) -> dict[str, Any]:
+        """The parameters that change the records (not ``num_proc``, ``strict`` or ``progress``)."""
+        rows, cols = self.fmt.grid
+        return {
+            "grid": [rows, cols],
+            "method": self.method,
+            "seed": self.seed,
+            "image_paths": self.image_paths,
+            "target_label": self.target_label,
+        }
+
+
+@dataclass
+class BuildResult:
+    """The built (or reused) dataset, where it is, and the build report."""
+
+    dataset: DatasetDict
+    out_dir: Path
+    report: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,101 @@
+"""The image files a build reads: found under the image folder only, sized by the protocol's rule.
+
+A ``file_name`` comes from an annotation file, which may be hostile: ``../outside/secret.jpg``, an
+absolute path or a symlink pointing elsewhere would make the builder read (and embed) a file outside
+``--images``. `locate_image` resolves the path and refuses any that leaves the root. `upright_size`
+reads only the header: the size after the EXIF orientation of `text4seg.protocol.images` (the one
+orientation rule), refusing images over `MAX_IMAGE_PIXELS` before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+from text4seg.protocol.images import MAX_IMAGE_PIXELS, check_pixels
+
+_ORIENTATION = 0x0112
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+class ImageFileProblem(ValueError):
+    """An image file the build cannot use; ``reason`` is a short code for the report."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def locate_image(root: Path, file_name: str) -> Path:
+    """The resolved path of ``file_name`` under ``root``; `ImageFileProblem` if it leaves the root or is
+    not a file. Messages name ``file_name`` as given, not the path tried."""
+    try:
+        root = root.resolve()
+        path = (root / file_name).resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # null bytes, symlink loops
+        raise ImageFileProblem("bad_image_path", f"file_name {file_name!r}: {err}") from None
+    if not path.is_relative_to(root):
+        raise ImageFileProblem(
+            "image_outside_root", f"file_name {file_name!r} leads outside the image folder"
+        )
+    if not os.path.isfile(path):
+        raise ImageFileProblem(
+            "missing_image_file", f"file_name {file_name!r} is not a file in the image folder"
+        )
+    return path
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block: shown as stored
+        return 1
+
+
+def _too_large(height: int, width: int, file_name: str) -> str:
+    """`check_pixels`'s complaint about this size, or ''."""
+    try:
+        check_pixels(height, width, f"image {file_name!r}")
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def upright_size(path: Path, file_name: str) -> tuple[int, int]:
+    """(width, height) of the image as shown upright (EXIF orientation applied), from its header."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                too_large = _too_large(height, width, file_name)
+                # only then the EXIF block: reading it may decode a PNG whose EXIF follows the pixels
+                orientation = 1 if too_large else _orientation(image)
+    except Image.DecompressionBombError as err:
+        raise ImageFileProblem("image_too_large", f"{file_name!r}: {err}") from None
+    except Exception as err:  # PIL raises many types for broken files
+        raise ImageFileProblem("unreadable_image", f"{file_name!r}: {err}") from None
+    if too_large:
+        raise ImageFileProblem("image_too_large", too_large)
+    return (height, width) if orientation in _TRANSPOSED else (width, height)
+
+
+def check_image(root: Path, file_name: str, width: int, height: int) -> Path:
+    """The resolved path of an image whose upright size is ``width`` x ``height``; `ImageFileProblem`
+    otherwise (outside the root, missing, unreadable, over `MAX_IMAGE_PIXELS`, another size)."""
+    path = locate_image(root, file_name)
+    size = upright_size(path, file_name)
+    if size != (width, height):
+        raise ImageFileProblem(
+            "image_size_mismatch",
+            f"{file_name!r} is {size[0]}x{size[1]} upright (EXIF orientation applied), "
+            f"the annotations say {width}x{height}",
+        )
+    return path
+
+
+__all__ = ["MAX_IMAGE_PIXELS", "ImageFileProblem", "check_image", "locate_image", "upright_size"]

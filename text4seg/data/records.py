@@ -1,0 +1,212 @@
+"""Record making: the records of one image from its record specs (docs/RECORDS.md).
+
+Work is split by image: each annotation an image needs is checked and kept as compressed RLE
+(`text4seg.data.masks`), and each distinct target set is merged in RLE space and decoded once, shared
+by every record of that image with the same targets (e.g. all sentences of a ref). Only the masks of
+one record's labels are full size at any time, however many annotations the image has. Template
+choices draw from ``rng([seed, crc32(record id)])``, so records do not depend on which process made
+them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from text4seg.codec import DescriptorFormat, check_labels, format_answer, grid_to_text
+from text4seg.codec.grid import label_map_to_grid, mask_to_box, mask_to_grid
+from text4seg.protocol import templates
+from text4seg.protocol.records import encode_counts
+
+from .annotations import ImageInfo, RecordSpec, Source
+from .config import BuildConfig
+from .image_files import ImageFileProblem, check_image
+from .issues import Issue, IssueLog
+from .masks import BadAnnotation, merged_mask, segmentation_rle
+
+ImageResult = tuple[list[dict], list[Issue], Counter]
+"""What building one image gives: its records, the issues met, counters."""
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image and everything needed to write its records (sent to a worker process as is)."""
+
+    image: ImageInfo
+    image_root: Path
+    annotations: dict[int, dict]
+    specs: list[RecordSpec]
+    ann_file: str
+    config: BuildConfig
+    fmt: DescriptorFormat
+
+
+def image_jobs(source: Source, config: BuildConfig) -> list[ImageJob]:
+    """One job per image that has specs, in image id order."""
+    by_image: dict[int, list[RecordSpec]] = {}
+    for spec in source.specs:
+        by_image.setdefault(spec.image_id, []).append(spec)
+    jobs = []
+    for image_id in sorted(by_image):
+        specs = by_image[image_id]
+        needed = sorted({a for spec in specs for a in spec.ann_ids})
+        jobs.append(
+            ImageJob(
+                image=source.images[image_id],
+                image_root=source.image_root,
+                annotations={a: source.annotations[a] for a in needed},
+                specs=specs,
+                ann_file=str(source.ann_file),
+                config=config,
+                fmt=config.fmt,
+            )
+        )
+    return jobs
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """What a record's targets look like: shared by every sentence with the same annotations."""
+
+    grid: np.ndarray
+    masks: list[str]
+    box: list[float]
+    present: tuple[bool, ...]
+
+
+def _geometry(job: ImageJob, target_anns: tuple[tuple[int, ...], ...], rles: dict[int, dict]) -> _Geometry:
+    height, width = job.image.height, job.image.width
+    unions = [merged_mask([rles[a] for a in anns], height, width) for anns in target_anns]
+    if len(unions) == 1:
+        label_masks = unions
+        grid = mask_to_grid(unions[0], job.fmt.grid, job.config.method).astype(np.int32)
+    else:
+        label_map = np.zeros((height, width), dtype=np.int32, order="F")
+        for k in sorted(range(len(unions)), key=lambda k: -int(unions[k].sum())):
+            label_map[unions[k]] = k + 1
+        del unions
+        label_masks = [label_map == k + 1 for k in range(len(target_anns))]
+        grid = label_map_to_grid(label_map, job.fmt.grid, job.config.method)
+    foreground = (
+        np.logical_or.reduce(label_masks) if label_masks else np.zeros((height, width), bool, order="F")
+    )
+    box = mask_to_box(foreground)
+    return _Geometry(
+        grid=grid,
+        masks=[encode_counts(m) for m in label_masks],
+        box=[float(v) for v in box] if box is not None else [],
+        present=tuple(bool(m.any()) for m in label_masks),
+    )
+
+
+def _targets(job: ImageJob, spec: RecordSpec) -> tuple[str, ...]:
+    """The labels of grid values 1, 2, …: the spec's, or the build's fixed referring label."""
+    if job.config.target_label is not None and spec.task == "refer":
+        return (job.config.target_label,)
+    return spec.targets
+
+
+def _source_column(job: ImageJob, spec: RecordSpec) -> dict:
+    return {
+        "dataset": spec.dataset,
+        "split": spec.split,
+        "image_id": spec.image_id,
+        "ann_ids": spec.ann_ids,
+        "ref_id": spec.ref_id,
+        "sent_id": spec.sent_id,
+        "file_name": job.image.file_name,
+    }
+
+
+def _record(job: ImageJob, path: str, spec: RecordSpec, geometry: _Geometry, stats: Counter) -> dict:
+    fmt = job.fmt
+    labels = [fmt.background, *_targets(job, spec)]
+    text = grid_to_text(geometry.grid, labels, fmt)
+    present = geometry.present
+    if any(present) and not geometry.grid.any():
+        stats["target_lost_in_grid"] += 1
+    if not any(present):
+        stats["no_target"] += 1
+    rng = np.random.default_rng([job.config.seed, zlib.crc32(spec.id.encode("utf-8"))])
+    turn = templates.render(rng, spec.task, spec.variant, spec.expression, spec.targets, present)
+    question = [{"type": "image", "text": None}, {"type": "text", "text": turn.question}]
+    answer = [{"type": "text", "text": format_answer(turn.answer, text, fmt)}]
+    return {
+        "id": spec.id,
+        "images": [path if job.config.image_paths else {"path": path, "bytes": None}],
+        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+        "task": spec.task,
+        "expression": spec.expression,
+        "labels": labels,
+        "grid": [fmt.rows, fmt.cols],
+        "width": job.image.width,
+        "height": job.image.height,
+        "masks": list(geometry.masks),
+        "box": list(geometry.box),
+        "ignore": "",
+        "source": _source_column(job, spec),
+    }
+
+
+def _annotation_rles(job: ImageJob, stats: Counter) -> tuple[dict[int, dict], dict[int, BadAnnotation]]:
+    """Each needed annotation as checked compressed RLE, or the reason it was refused."""
+    rles: dict[int, dict] = {}
+    failures: dict[int, BadAnnotation] = {}
+    for ann_id, ann in job.annotations.items():
+        dropped: list[str] = []
+        try:
+            rles[ann_id] = segmentation_rle(ann["segmentation"], job.image.height, job.image.width, dropped)
+        except BadAnnotation as err:
+            failures[ann_id] = err
+        stats["polygon_parts_dropped"] += len(dropped)
+    stats["annotations_decoded"] += len(rles)
+    return rles, failures
+
+
+def _spec_problem(
+    job: ImageJob, spec: RecordSpec, failures: dict[int, BadAnnotation]
+) -> tuple[str, str] | None:
+    """(reason, detail) when a spec cannot become a record: a refused annotation or a bad label."""
+    bad = [a for a in spec.ann_ids if a in failures]
+    if bad:
+        err = failures[bad[0]]
+        return err.reason, f"annotation {bad[0]}: {err.detail}"
+    try:
+        check_labels([job.fmt.background, *_targets(job, spec)], job.fmt)
+    except ValueError as err:
+        return "bad_label", str(err)
+    return None
+
+
+def build_image(job: ImageJob) -> ImageResult:
+    """All records of one image: check its file and annotations once, then write each spec's record."""
+    log = IssueLog(job.config.strict)
+    stats: Counter = Counter()
+    image = job.image
+    try:
+        path = str(check_image(job.image_root, image.file_name, image.width, image.height))
+    except ImageFileProblem as err:
+        for spec in job.specs:
+            log.add(spec.id, err.reason, f"image {image.id}: {err.detail}", job.ann_file)
+        return [], log.items, stats
+    rles, failures = _annotation_rles(job, stats)
+    records = []
+    shapes: dict[tuple[tuple[int, ...], ...], _Geometry] = {}
+    for spec in job.specs:
+        problem = _spec_problem(job, spec, failures)
+        if problem is not None:
+            log.add(spec.id, *problem, job.ann_file)
+            continue
+        if spec.target_anns not in shapes:
+            shapes[spec.target_anns] = _geometry(job, spec.target_anns, rles)
+        records.append(_record(job, path, spec, shapes[spec.target_anns], stats))
+    return records, log.items, stats
+
+
+def build_images(jobs: list[ImageJob]) -> list[ImageResult]:
+    """`build_image` over a chunk of jobs (the unit a worker process is given)."""
+    return [build_image(job) for job in jobs]

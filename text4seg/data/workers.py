@@ -1,0 +1,70 @@
+"""The worker pool of a build: chunks of jobs run in ``num_proc`` processes, results in input order.
+
+`concurrent.futures.ProcessPoolExecutor` rather than `multiprocessing.Pool`: when a worker dies (killed
+for memory, a crash in C code) a Pool waits forever for its result, while the executor raises
+`BrokenProcessPool`, which `ordered_map` turns into a `BuildError` that says so. At most a few chunks
+per process are in flight, so results waiting for the writer stay few.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+from .issues import BuildError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+IN_FLIGHT_PER_PROCESS = 4
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # fork where the platform has it: spawn re-imports the caller's __main__, which fails for
+    # stdin, notebooks and unguarded scripts
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def ordered_map(
+    run_chunk: Callable[[list[T]], list[R]], items: Sequence[T], num_proc: int, what: str = "items"
+) -> Iterator[R]:
+    """``run_chunk`` over chunks of ``items`` in ``num_proc`` processes (in this one when 1), yielding
+    each item's result in input order. A worker that dies raises `BuildError` naming ``what``; an
+    exception raised by ``run_chunk`` is raised here as is."""
+    if num_proc <= 1 or len(items) < 2:
+        for chunk in _chunks(items, 1):
+            yield from run_chunk(chunk)
+        return
+    size = max(1, min(32, len(items) // (num_proc * 8)))
+    chunks = _chunks(items, size)
+    pool = ProcessPoolExecutor(num_proc, mp_context=_context())
+    window: deque[Future] = deque()
+    try:
+        for chunk in chunks:
+            window.append(pool.submit(run_chunk, chunk))
+            if len(window) >= num_proc * IN_FLIGHT_PER_PROCESS:
+                yield from _result(window.popleft(), what)
+        while window:
+            yield from _result(window.popleft(), what)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future: Future, what: str) -> list:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise BuildError(
+            f"a worker process died while building {what} (killed by the system, e.g. out of memory, "
+            "or crashed); the build was stopped and nothing was written"
+        ) from None
