@@ -50,78 +50,76 @@ def _sentence_text(sentence: object) -> tuple[str | None, str]:
     return " ".join(text.split()), ""
 
 
-def _plan(
-    refs: Iterable[object],
-    source: Source,
-    log: IssueLog,
-    splits: Sequence[str] | None,
+def _ref_targets(ref: dict, source: Source) -> tuple[int, list[int]] | tuple[str, str]:
+    """(image id, target annotation ids) of a ref, or (reason, detail) when it cannot be used."""
+    ann_ids = _as_id_list(ref.get("ann_id"))
+    image_id = ref.get("image_id")
+    if ann_ids is None or not isinstance(image_id, int) or isinstance(image_id, bool):
+        return "bad_ref", "ann_id or image_id is not an integer (list)"
+    no_target = bool(ref.get("no_target", False)) or all(a == -1 for a in ann_ids)
+    targets = [] if no_target else [a for a in ann_ids if a != -1]
+    if image_id not in source.images:
+        return "missing_image", f"image_id {image_id} is not in {source.ann_file.name}"
+    missing = [a for a in targets if a not in source.annotations]
+    if missing:
+        return "missing_annotation", f"annotation(s) {missing} not usable in {source.ann_file.name}"
+    wrong_image = [a for a in targets if source.annotations[a]["image_id"] != image_id]
+    if wrong_image:
+        return "bad_ref", f"annotation(s) {wrong_image} belong to another image"
+    if not isinstance(ref.get("sentences"), list):
+        return "bad_ref", "ref has no sentences list"
+    return image_id, targets
+
+
+def _sentence_specs(
+    ref: dict, ref_key: str, split: str, image_id: int, targets: list[int], source: Source, log: IssueLog
 ) -> None:
+    """One spec per usable sentence of a checked ref; unusable sentences are reported."""
+    for k, sentence in enumerate(ref["sentences"]):
+        sent_id = sentence.get("sent_id") if isinstance(sentence, dict) else None
+        sent_id = sent_id if isinstance(sent_id, int) and not isinstance(sent_id, bool) else -1
+        record_id = f"{ref_key}/sent{sent_id if sent_id >= 0 else f'#{k}'}"
+        text, reason = _sentence_text(sentence)
+        if text is None:
+            log.add(record_id, reason, "sentence text missing or not valid UTF-8", source.input_files[0])
+            continue
+        source.specs.append(
+            RecordSpec(
+                id=record_id,
+                task="refer",
+                dataset=source.dataset,
+                split=split,
+                image_id=image_id,
+                expression=text,
+                targets=(text,),
+                target_anns=(tuple(targets),),
+                variant="expression",
+                ref_id=ref["ref_id"],
+                sent_id=sent_id,
+            )
+        )
+
+
+def _plan(refs: Iterable[object], source: Source, log: IssueLog, splits: Sequence[str] | None) -> None:
+    """Check each ref against the instances and add a spec per sentence to ``source.specs``."""
     ref_file = source.input_files[0]
     wanted = set(splits) if splits else None
     for position, ref in enumerate(refs):
         if not isinstance(ref, dict) or not isinstance(ref.get("ref_id"), int):
             log.add(f"ref#{position}", "bad_ref", "not a dict with an integer ref_id", ref_file)
             continue
-        ref_id = ref["ref_id"]
         split = ref.get("split")
         if not isinstance(split, str):
-            log.add(f"{source.dataset}/?/ref{ref_id}", "bad_ref", "ref has no split", ref_file)
+            log.add(f"{source.dataset}/?/ref{ref['ref_id']}", "bad_ref", "ref has no split", ref_file)
             continue
         if wanted is not None and split not in wanted:
             continue
-        ref_key = f"{source.dataset}/{split}/ref{ref_id}"
-        ann_ids = _as_id_list(ref.get("ann_id"))
-        image_id = ref.get("image_id")
-        if ann_ids is None or not isinstance(image_id, int):
-            log.add(ref_key, "bad_ref", "ann_id or image_id is not an integer (list)", ref_file)
+        ref_key = f"{source.dataset}/{split}/ref{ref['ref_id']}"
+        checked = _ref_targets(ref, source)
+        if isinstance(checked[0], str):
+            log.add(ref_key, checked[0], checked[1], ref_file)
             continue
-        no_target = bool(ref.get("no_target", False)) or all(a == -1 for a in ann_ids)
-        targets = [] if no_target else [a for a in ann_ids if a != -1]
-        if image_id not in source.images:
-            log.add(
-                ref_key, "missing_image", f"image_id {image_id} is not in {source.ann_file.name}", ref_file
-            )
-            continue
-        missing = [a for a in targets if a not in source.annotations]
-        if missing:
-            log.add(
-                ref_key,
-                "missing_annotation",
-                f"annotation(s) {missing} not usable in {source.ann_file.name}",
-                ref_file,
-            )
-            continue
-        wrong_image = [a for a in targets if source.annotations[a]["image_id"] != image_id]
-        if wrong_image:
-            log.add(ref_key, "bad_ref", f"annotation(s) {wrong_image} belong to another image", ref_file)
-            continue
-        sentences = ref.get("sentences")
-        if not isinstance(sentences, list):
-            log.add(ref_key, "bad_ref", "ref has no sentences list", ref_file)
-            continue
-        for k, sentence in enumerate(sentences):
-            sent_id = sentence.get("sent_id") if isinstance(sentence, dict) else None
-            sent_id = sent_id if isinstance(sent_id, int) and not isinstance(sent_id, bool) else -1
-            record_id = f"{ref_key}/sent{sent_id if sent_id >= 0 else f'#{k}'}"
-            text, reason = _sentence_text(sentence)
-            if text is None:
-                log.add(record_id, reason, "sentence text missing or not valid UTF-8", ref_file)
-                continue
-            source.specs.append(
-                RecordSpec(
-                    id=record_id,
-                    task="refer",
-                    dataset=source.dataset,
-                    split=split,
-                    image_id=image_id,
-                    expression=text,
-                    targets=(text,),
-                    target_anns=(tuple(targets),),
-                    variant="expression",
-                    ref_id=ref_id,
-                    sent_id=sent_id,
-                )
-            )
+        _sentence_specs(ref, ref_key, split, checked[0], checked[1], source, log)
 
 
 def _read_grefs(path: Path) -> object:

@@ -492,126 +492,132 @@ def make_synthetic(
     previous = _read_manifest(manifest) if reuse else None
     if previous is not None and previous.get("params") == params and _files_intact(root, previous):
         return _paths_from_manifest(root, previous)
-    image_dir = root / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(parents=True, exist_ok=True)
     _write_json_atomically(manifest, {"params": params, "complete": False})
     split_of = _split_assignment(num_images, splits, seed)
-    categories = [{"id": CATEGORY_IDS[k], "name": k, "supercategory": "shape"} for k in KINDS]
-    images: list[dict] = []
-    annotations: list[dict] = []
-    refs: list[dict] = []
-    grefs: list[dict] = []
-    ann_id = ref_id = sent_id = gref_id = gsent_id = 0
+    writer = _Writer(root, png_every, jpeg_quality)
     for i, sample in enumerate(iter_samples(num_images, seed=seed, image_size=size)):
+        writer.add(i, sample, split_of[i])
+    written = writer.save(seed, split_of)
+    files = {path.relative_to(root).as_posix(): file_digest(path) for path in written}
+    record = {"params": params, "complete": True, **writer.counts(split_of), "files": files}
+    _write_json_atomically(manifest, record)
+    return _paths_from_manifest(root, record)
+
+
+def _segmentation(shape: Shape, ann_id: int) -> list | dict:
+    """Annotation ids cycle through the encodings: five polygons, uncompressed RLE, compressed RLE."""
+    if shape.crowd or ann_id % 7 == 6:
+        return _uncompressed_rle(shape.mask)
+    if ann_id % 7 == 0:
+        return _compressed_rle(shape.mask)
+    return [list(p) for p in shape.polygons]
+
+
+class _Writer:
+    """Accumulates the COCO, RefCOCO and gRefCOCO entries of each sample and writes its image."""
+
+    def __init__(self, root: Path, png_every: int, jpeg_quality: int) -> None:
+        self.root, self.png_every, self.jpeg_quality = root, png_every, jpeg_quality
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self.refs: list[dict] = []
+        self.grefs: list[dict] = []
+        self.sent_id = self.gsent_id = 0
+
+    def add(self, i: int, sample: SyntheticSample, split: str) -> None:
         image_id = i + 1
-        suffix = ".png" if png_every and i % png_every == png_every - 1 else ".jpg"
+        suffix = ".png" if self.png_every and i % self.png_every == self.png_every - 1 else ".jpg"
         file_name = f"synth_{image_id:06d}{suffix}"
         pil = Image.fromarray(sample.image)
         if suffix == ".png":
-            pil.save(image_dir / file_name, compress_level=1)
+            pil.save(self.root / "images" / file_name, compress_level=1)
         else:
-            pil.save(image_dir / file_name, quality=jpeg_quality)
-        split = split_of[i]
-        images.append(
+            pil.save(self.root / "images" / file_name, quality=self.jpeg_quality)
+        self.images.append(
             {"id": image_id, "file_name": file_name, "width": sample.width, "height": sample.height}
         )
-        shape_ann: list[int] = []
-        for shape in sample.shapes:
-            ann_id += 1
-            if shape.crowd:
-                segmentation: list | dict = _uncompressed_rle(shape.mask)
-            elif ann_id % 7 == 6:
-                segmentation = _uncompressed_rle(shape.mask)
-            elif ann_id % 7 == 0:
-                segmentation = _compressed_rle(shape.mask)
-            else:
-                segmentation = [list(p) for p in shape.polygons]
-            encoded = mask_utils.encode(np.asfortranarray(shape.mask.astype(np.uint8)))
-            annotations.append(
-                {
-                    "id": ann_id,
-                    "image_id": image_id,
-                    "category_id": shape.category_id,
-                    "segmentation": segmentation,
-                    "area": float(mask_utils.area(encoded)),
-                    "bbox": [round(float(v), 2) for v in mask_utils.toBbox(encoded)],
-                    "iscrowd": int(shape.crowd),
-                }
-            )
-            shape_ann.append(ann_id)
+        shape_ann = [self._annotation(image_id, shape) for shape in sample.shapes]
         for expression in sample.expressions:
             targets = [shape_ann[t] for t in expression.targets]
             cats = [sample.shapes[t].category_id for t in expression.targets]
+            common = {"image_id": image_id, "split": split, "file_name": file_name}
             if expression.kind == "single":
-                sentences = []
-                for k, text in enumerate(expression.sentences):
-                    sentences.append(_sentence_dict(text, sent_id, capitalise=(k % 2 == 1)))
-                    sent_id += 1
-                refs.append(
-                    {
-                        "ref_id": ref_id,
-                        "ann_id": targets[0],
-                        "image_id": image_id,
-                        "category_id": cats[0],
-                        "split": split,
-                        "file_name": file_name,
-                        "sent_ids": [s["sent_id"] for s in sentences],
-                        "sentences": sentences,
-                    }
-                )
-                ref_id += 1
-            gsentences = []
-            for k, text in enumerate(expression.sentences):
-                gsentences.append(_sentence_dict(text, gsent_id, capitalise=(k % 2 == 1)))
-                gsent_id += 1
-            no_target = expression.kind == "none"
-            grefs.append(
-                {
-                    "ref_id": gref_id,
-                    "ann_id": [-1] if no_target else targets,
-                    "image_id": image_id,
-                    "category_id": [-1] if no_target else cats,
-                    "split": split,
-                    "file_name": file_name,
-                    "sent_ids": [s["sent_id"] for s in gsentences],
-                    "sentences": gsentences,
-                    "no_target": no_target,
-                }
-            )
-            gref_id += 1
+                self._ref(expression, targets, cats, common)
+            self._gref(expression, targets, cats, common)
 
-    def write_instances(path: Path, keep: set[int] | None) -> None:
+    def _annotation(self, image_id: int, shape: Shape) -> int:
+        ann_id = len(self.annotations) + 1
+        encoded = mask_utils.encode(np.asfortranarray(shape.mask.astype(np.uint8)))
+        self.annotations.append(
+            {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": shape.category_id,
+                "segmentation": _segmentation(shape, ann_id),
+                "area": float(mask_utils.area(encoded)),
+                "bbox": [round(float(v), 2) for v in mask_utils.toBbox(encoded)],
+                "iscrowd": int(shape.crowd),
+            }
+        )
+        return ann_id
+
+    def _sentences(self, expression: Expression, first_id: int) -> list[dict]:
+        return [
+            _sentence_dict(text, first_id + k, capitalise=(k % 2 == 1))
+            for k, text in enumerate(expression.sentences)
+        ]
+
+    def _ref(self, expression: Expression, targets: list[int], cats: list[int], common: dict) -> None:
+        sentences = self._sentences(expression, self.sent_id)
+        self.sent_id += len(sentences)
+        ref = {"ref_id": len(self.refs), "ann_id": targets[0], "image_id": common["image_id"]}
+        ref.update(category_id=cats[0], split=common["split"], file_name=common["file_name"])
+        self.refs.append({**ref, "sent_ids": [s["sent_id"] for s in sentences], "sentences": sentences})
+
+    def _gref(self, expression: Expression, targets: list[int], cats: list[int], common: dict) -> None:
+        sentences = self._sentences(expression, self.gsent_id)
+        self.gsent_id += len(sentences)
+        none = expression.kind == "none"
+        gref = {
+            "ref_id": len(self.grefs),
+            "ann_id": [-1] if none else targets,
+            "image_id": common["image_id"],
+        }
+        gref.update(category_id=[-1] if none else cats, split=common["split"], file_name=common["file_name"])
+        gref.update(sent_ids=[s["sent_id"] for s in sentences], sentences=sentences, no_target=none)
+        self.grefs.append(gref)
+
+    def _instances(self, path: Path, seed: int, keep: set[int] | None) -> Path:
         data = {
             "info": {"description": f"text4seg synthetic shapes (seed {seed})", "version": "1.0"},
             "licenses": [],
-            "images": [im for im in images if keep is None or im["id"] in keep],
-            "annotations": [a for a in annotations if keep is None or a["image_id"] in keep],
-            "categories": categories,
+            "images": [im for im in self.images if keep is None or im["id"] in keep],
+            "annotations": [a for a in self.annotations if keep is None or a["image_id"] in keep],
+            "categories": [{"id": CATEGORY_IDS[k], "name": k, "supercategory": "shape"} for k in KINDS],
         }
         path.write_text(json.dumps(data), encoding="utf-8")
+        return path
 
-    instances = root / "instances.json"
-    write_instances(instances, None)
-    by_split: dict[str, Path] = {}
-    for split in dict.fromkeys(split_of):
-        by_split[split] = root / f"instances_{split}.json"
-        write_instances(by_split[split], {i + 1 for i, s in enumerate(split_of) if s == split})
-    refs_path = root / "refs(unc).p"
-    with refs_path.open("wb") as handle:
-        pickle.dump(refs, handle, protocol=2)
-    grefs_path = root / "grefs(unc).json"
-    grefs_path.write_text(json.dumps(grefs), encoding="utf-8")
-    counts = {"num_annotations": len(annotations), "num_refs": len(refs), "num_grefs": len(grefs)}
-    written = [image_dir / im["file_name"] for im in images] + [
-        instances,
-        *by_split.values(),
-        refs_path,
-        grefs_path,
-    ]
-    files = {path.relative_to(root).as_posix(): file_digest(path) for path in written}
-    record = {"params": params, "complete": True, "splits_written": list(by_split), **counts, "files": files}
-    _write_json_atomically(manifest, record)
-    return _paths_from_manifest(root, record)
+    def save(self, seed: int, split_of: list[str]) -> list[Path]:
+        """Write the annotation files; return every file written (images included)."""
+        written = [self.root / "images" / im["file_name"] for im in self.images]
+        written.append(self._instances(self.root / "instances.json", seed, None))
+        for split in dict.fromkeys(split_of):
+            keep = {i + 1 for i, s in enumerate(split_of) if s == split}
+            written.append(self._instances(self.root / f"instances_{split}.json", seed, keep))
+        with (self.root / "refs(unc).p").open("wb") as handle:
+            pickle.dump(self.refs, handle, protocol=2)
+        (self.root / "grefs(unc).json").write_text(json.dumps(self.grefs), encoding="utf-8")
+        return [*written, self.root / "refs(unc).p", self.root / "grefs(unc).json"]
+
+    def counts(self, split_of: list[str]) -> dict:
+        return {
+            "splits_written": list(dict.fromkeys(split_of)),
+            "num_annotations": len(self.annotations),
+            "num_refs": len(self.refs),
+            "num_grefs": len(self.grefs),
+        }
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:
