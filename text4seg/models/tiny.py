@@ -17,7 +17,7 @@ import copy
 import functools
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 _SPECIAL_TOKENS: tuple[str, ...] = (
@@ -112,18 +112,39 @@ def _trained_tokenizer_json(vocab_size: int = 640) -> str:
 
 
 def _template(
-    *, bos: str, user: str, assistant: str, end_user: str, end_assistant: str, gen: str, image: str
+    *,
+    bos: str,
+    user: str,
+    assistant: str,
+    end_user: str,
+    end_assistant: str,
+    gen: str,
+    image: str,
+    system: str | None = None,
+    default_system: str | None = None,
 ) -> str:
-    """A Jinja chat template in the layout of the real checkpoints (images rendered where they sit)."""
+    """A Jinja chat template in the layout of the real checkpoints (images rendered where they sit).
+
+    `system` marks a system turn (without it a system turn renders as a user turn); `default_system` is
+    the system prompt rendered when the conversation has none (Qwen2-VL and Qwen2.5-VL's "You are a
+    helpful assistant.")."""
 
     def lit(s: str) -> str:
         return "{{ " + repr(s) + " }}"
 
+    default = (
+        "{% if messages[0]['role'] != 'system' %}" + lit(system + default_system + end_user) + "{% endif %}"
+        if system and default_system
+        else ""
+    )
+    system_turn = "{% elif m['role'] == 'system' %}" + lit(system) if system else ""
     return (
         lit(bos)
+        + default
         + "{% for m in messages %}"
         + "{% if m['role'] == 'assistant' %}"
         + lit(assistant)
+        + system_turn
         + "{% else %}"
         + lit(user)
         + "{% endif %}"
@@ -152,10 +173,20 @@ def _turns(bos: str, user: str, assistant: str, end: str, gen: str, image: str) 
     )
 
 
-def _chatml(image: str) -> str:
-    """The ChatML layout of Qwen-VL and InternVL, with the given image placeholder."""
-    start = "<|im_start|>assistant\n"
-    return _turns("", "<|im_start|>user\n", start, "<|im_end|>\n", start, image)
+def _chatml(image: str, default_system: str | None = None) -> str:
+    """The ChatML layout of Qwen-VL and InternVL, with the given image placeholder and default system prompt."""
+    start, end = "<|im_start|>assistant\n", "<|im_end|>\n"
+    return _template(
+        bos="",
+        user="<|im_start|>user\n",
+        assistant=start,
+        end_user=end,
+        end_assistant=end,
+        gen=start,
+        image=image,
+        system="<|im_start|>system\n",
+        default_system=default_system,
+    )
 
 
 _LLAVA_TEMPLATE = _template(
@@ -190,11 +221,12 @@ class TokenRoles:
     unk: str | None
     chat_template: str | None
     extra: dict[str, str] = field(default_factory=dict)
+    adds_bos: bool = False  # the tokenizer prepends BOS (Llama's, for LLaVA, whose template writes none)
 
 
-def _chatml_roles(image: str, **extra: str) -> TokenRoles:
+def _chatml_roles(image: str, default_system: str | None = None, **extra: str) -> TokenRoles:
     """ChatML families (Qwen-VL, InternVL): no BOS, `<|im_end|>` ends a turn; `extra` names special tokens."""
-    return TokenRoles(None, "<|im_end|>", "<|endoftext|>", None, _chatml(image), extra)
+    return TokenRoles(None, "<|im_end|>", "<|endoftext|>", None, _chatml(image, default_system), extra)
 
 
 def _bos_roles(bos: str, eos: str, chat_template: str | None, extra: dict[str, str]) -> TokenRoles:
@@ -202,9 +234,11 @@ def _bos_roles(bos: str, eos: str, chat_template: str | None, extra: dict[str, s
     return TokenRoles(bos, eos, "<pad>", "<unk>", chat_template, extra)
 
 
-_QWEN_TOKENS = _chatml_roles(
-    "<|vision_start|><|image_pad|><|vision_end|>", image_token="<|image_pad|>", video_token="<|video_pad|>"
-)
+_QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+_QWEN_EXTRA = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"}
+# Qwen2-VL and Qwen2.5-VL add a system prompt when the conversation has none; Qwen3-VL does not.
+_QWEN_TOKENS = _chatml_roles(_QWEN_IMAGE, "You are a helpful assistant.", **_QWEN_EXTRA)
+_QWEN3_TOKENS = _chatml_roles(_QWEN_IMAGE, **_QWEN_EXTRA)
 _INTERNVL_TOKENS = _chatml_roles(
     "<IMG_CONTEXT>\n",
     start_image_token="<img>",
@@ -212,7 +246,7 @@ _INTERNVL_TOKENS = _chatml_roles(
     context_image_token="<IMG_CONTEXT>",
     video_token="<video>",
 )
-_LLAVA_TOKENS = _bos_roles("<s>", "</s>", _LLAVA_TEMPLATE, {"image_token": "<image>"})
+_LLAVA_TOKENS = replace(_bos_roles("<s>", "</s>", _LLAVA_TEMPLATE, {"image_token": "<image>"}), adds_bos=True)
 _IDEFICS_TOKENS = _bos_roles(
     "<|im_start|>",
     "<end_of_utterance>",
@@ -248,6 +282,7 @@ def build_tokenizer(arch: str, vocab_size: int = 640):
         pad_token=roles.pad,
         unk_token=roles.unk,
         extra_special_tokens=dict(roles.extra),
+        add_bos_token=roles.adds_bos,
     )
     if roles.chat_template is not None:
         tok.chat_template = roles.chat_template
@@ -536,7 +571,7 @@ class TinyBuilder:
 TINY_BUILDERS: dict[str, TinyBuilder] = {
     "qwen2_vl": TinyBuilder(_QWEN_TOKENS, _qwen),
     "qwen2_5_vl": TinyBuilder(_QWEN_TOKENS, _qwen),
-    "qwen3_vl": TinyBuilder(_QWEN_TOKENS, _qwen),
+    "qwen3_vl": TinyBuilder(_QWEN3_TOKENS, _qwen),
     "llava": TinyBuilder(_LLAVA_TOKENS, _llava),
     "idefics3": TinyBuilder(_IDEFICS_TOKENS, _idefics3),
     "smolvlm": TinyBuilder(_IDEFICS_TOKENS, _idefics3),
