@@ -28,7 +28,7 @@ from text4seg.models import registry
 from text4seg.models.tiny import build_tiny, count_parameters
 from text4seg.train import load_config, train
 from text4seg.train.collate import Collator
-from text4seg.train.trainer import build_optimizer, prepare_model
+from text4seg.train.setup import build_optimizer, prepare_model
 
 OUT = Path(__file__).parent / "results" / "train.md"
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,13 +1,19 @@
-"""Typed training configuration, read from `recipes/*.yaml` and overridden by `key=value` arguments.
+"""Typed training configuration, read from a recipe YAML and overridden by `key=value` arguments.
 
 A recipe is a YAML mapping with the sections below (every key optional; unknown keys are errors that
 name the file and the key). Overrides use dotted paths: `optim.lr=1e-4 loop.max_steps=10 model.dtype=bf16`;
-values are parsed as YAML (`true`, `3`, `[a, b]`, `null`).
+values are parsed as YAML (`true`, `3`, `[a, b]`, `null`). Numbers must be finite (no `inf`, `nan`).
+
+The public entry points, for recipes in recipes/ or anywhere else (e.g. examples/demo):
+
+    load_config("my_recipe.yaml", ["optim.lr=1e-4"])     # a file + overrides -> TrainConfig
+    TrainConfig.from_dict({"optim": {"lr": 1e-4}}, ["loop.max_steps=5"])   # a mapping + overrides
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -123,7 +129,19 @@ class TrainConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], overrides: list[str] | None = None, where: str = ""
+    ) -> TrainConfig:
+        """A validated config from a recipe mapping (the YAML's sections) plus `key=value` overrides.
+
+        Every key is optional; an unknown key, a value of the wrong type, a non-finite number or a value
+        `validate` refuses raises ConfigError naming the key (prefixed by `where`, e.g. the file name).
+        """
+        return config_from_dict(data, overrides, where)
+
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain dicts (what out/config.json holds; `from_dict` reads it back)."""
         return dataclasses.asdict(self)
 
     def validate(self) -> TrainConfig:
@@ -163,63 +181,90 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     """Check/convert a YAML value against a type hint (dataclass, Optional, list, dict, scalars)."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _from_dict(hint, value, where)
+        return _from_dict(hint, _mapping(value, where), where)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise ConfigError(f"{where}: may not be null")
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {hint}")
+        return _union(value, hint, where)
     if origin is list:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(hint) or (Any,)
         return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        return dict(_mapping(value, where))
     if hint is Any:
         return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML reads "1e-4" (no dot) as a string
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bool):
-            return "yes" if value else "no"  # YAML 1.1 reads an unquoted no/off as false
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if hint in _SCALARS:
+        return _SCALARS[hint](value, where)
     raise ConfigError(f"{where}: unsupported type {hint}")
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def _union(value: Any, hint: Any, where: str) -> Any:
+    """The first option of `hint` (e.g. `int | None`) that `value` fits."""
+    options = typing.get_args(hint)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{where}: may not be null")
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _convert(value, option, where)
+        except ConfigError as err:
+            errors.append(str(err))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {hint}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where}: expected true/false, got {value!r}")
+
+
+def _int(value: Any, where: str) -> int:
+    if _is_number(value) and float(value).is_integer():
+        return int(value)
+    raise ConfigError(f"{where}: expected an integer, got {value!r}")
+
+
+def _finite(value: Any, where: str) -> float:
+    """A float setting: a finite number (YAML reads "1e-4", without a dot, as a string; inf/nan refused)."""
+    number = float(value) if _is_number(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None:
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    return number
+
+
+def _str(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"  # YAML 1.1 reads an unquoted no/off as false
+    if _is_number(value):
+        return str(value)
+    raise ConfigError(f"{where}: expected a string, got {value!r}")
+
+
+_SCALARS = {bool: _bool, int: _int, float: _finite, str: _str}
+"""Scalar type hint -> its checker/converter."""
 
 
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -282,7 +327,12 @@ def config_from_dict(
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a recipe YAML file and apply overrides."""
+    """Read a recipe YAML file (anywhere: in recipes/, in an example, beside a run) and apply overrides.
+
+    `overrides` are `section.key=value` strings whose values are read as YAML, e.g.
+    `["optim.lr=1e-4", "loop.max_steps=10", "data.eval_split=null"]`. Returns a validated `TrainConfig`;
+    raises ConfigError naming the file and the key for a missing or malformed recipe or a bad value.
+    """
     import yaml
 
     path = Path(path)

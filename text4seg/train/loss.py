@@ -14,7 +14,9 @@ import functools
 import inspect
 from typing import Any
 
-IGNORE = -100
+from text4seg.models.unwrap import unwrap_model
+
+from .collate import IGNORE_INDEX
 
 __all__ = ["answer_loss", "keeps_logits"]
 
@@ -28,21 +30,12 @@ def _takes_logits_to_keep(cls: type) -> bool:
 
 
 def keeps_logits(model: Any) -> bool:
-    """Whether `model` (possibly wrapped by PEFT, DDP or Accelerate) takes `logits_to_keep`."""
-    for _ in range(8):  # DDP / Accelerate wrap in `.module`, PEFT in `get_base_model()`
-        if _takes_logits_to_keep(type(model)):
-            return True
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        elif hasattr(model, "module"):
-            model = model.module
-        else:
-            return False
-    return False
+    """Whether `model` (possibly wrapped by PEFT, DDP, Accelerate or torch.compile) takes `logits_to_keep`."""
+    return _takes_logits_to_keep(type(unwrap_model(model)))
 
 
 def answer_loss(model: Any, batch: dict[str, Any], keep_logits: bool = True) -> Any:
-    """Mean next-token cross-entropy over the tokens of `batch["labels"]` that are not -100.
+    """Mean next-token cross-entropy over the tokens of `batch["labels"]` that are not `IGNORE_INDEX` (-100).
 
     With `keep_logits` the model computes logits only from the batch's first labelled position on;
     otherwise this is the model's own loss. Equal to `model(**batch).loss` up to float rounding.
@@ -53,7 +46,7 @@ def answer_loss(model: Any, batch: dict[str, Any], keep_logits: bool = True) -> 
         return model(**batch).loss
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    labelled = (labels != IGNORE).any(dim=0).nonzero()
+    labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
     length = labels.shape[1]
     first = max(1, int(labelled[0])) if len(labelled) else length - 1
     keep = length - first + 1  # the logits at positions first-1 .. length-1
@@ -64,8 +57,8 @@ def answer_loss(model: Any, batch: dict[str, Any], keep_logits: bool = True) -> 
         )
     predicted = logits[:, :-1].float()
     target = labels[:, first:].to(predicted.device)
-    if not (target != IGNORE).any():
+    if not (target != IGNORE_INDEX).any():
         return predicted.sum() * 0.0  # no answer token: a zero loss that keeps the graph
     return F.cross_entropy(
-        predicted.reshape(-1, predicted.shape[-1]), target.reshape(-1), ignore_index=IGNORE
+        predicted.reshape(-1, predicted.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX
     )

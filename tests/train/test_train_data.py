@@ -1,0 +1,52 @@
+"""The data of a run: checked before a model is loaded; the settings (text4seg.json) it implies."""
+
+from __future__ import annotations
+
+import pytest
+
+from text4seg.protocol.asking import Asking
+from text4seg.train import config_from_dict
+from text4seg.train.data import DataError, load_datasets, trained_asking
+
+
+def _config(path="", **data):
+    return config_from_dict({"data": {"path": str(path), **data}})
+
+
+def test_asking_comes_from_the_records_without_a_saved_one(records, tmp_path):
+    # the records' 8x8 grid is read from their answers; an empty data folder has no text4seg.json
+    assert trained_asking(_config(tmp_path), records, from_folder=True) == Asking(grid=(8, 8))
+    assert trained_asking(_config(), records, from_folder=False) == Asking(grid=(8, 8))
+
+
+def test_asking_saved_by_the_data_maker_wins_and_is_completed(records, tmp_path):
+    Asking(grid=(16, 16), question="Where is {expression}?", upsample="bilinear").save(tmp_path)
+    asking = trained_asking(_config(tmp_path), records, from_folder=True)
+    assert asking == Asking(grid=(16, 16), question="Where is {expression}?", upsample="bilinear")
+    Asking(target_label="target").save(tmp_path)  # fields it leaves unset come from the records
+    assert trained_asking(_config(tmp_path), records, from_folder=True) == Asking(
+        grid=(8, 8), target_label="target"
+    )
+    # data passed in memory is not the folder's: its text4seg.json does not apply
+    assert trained_asking(_config(tmp_path), records, from_folder=False) == Asking(grid=(8, 8))
+
+
+def test_a_bad_saved_asking_is_a_data_error(records, tmp_path):
+    (tmp_path / "text4seg.json").write_text('{"grid": "big"}')
+    with pytest.raises(DataError, match=r"text4seg\.json"):
+        trained_asking(_config(tmp_path), records, from_folder=True)
+
+
+def test_missing_column_and_empty_set_are_named(records, tmp_path):
+    with pytest.raises(DataError, match="no column 'messages'"):
+        load_datasets(_config(), [{"id": "a", "images": []}])
+    with pytest.raises(DataError, match="no training data"):
+        load_datasets(_config())
+    with pytest.raises(DataError, match="does not exist"):
+        load_datasets(_config(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="not a saved dataset"):
+        load_datasets(_config(tmp_path))
+    with pytest.raises(DataError, match="empty"):
+        load_datasets(_config(), [])
+    train, evaluation = load_datasets(_config(max_train_samples=2), records, records[:1])
+    assert len(train) == 2 and len(evaluation) == 1
