@@ -4,12 +4,13 @@
 * `load_coco`, `load_refcoco`, `load_grefcoco`: annotation files -> record specs (RefCOCO pickles are
   read by `load_pickle`, a restricted unpickler that never runs code from the file);
 * `build` (+ `BuildConfig`): specs -> `datasets.DatasetDict` of chat records (docs/RECORDS.md),
-  parallel, cached, with a build report; `to_llava_json` exports the LLaVA-style list.
+  parallel, cached, with a build report; `load_records` reads a build back (wherever its folder now
+  is); `to_llava_json` exports the LLaVA-style list.
 
 Light to import: `datasets` is imported only when records are written.
 """
 
-from text4seg.data.build import BuildConfig, BuildResult, build, to_llava_json
+from text4seg.data.build import BuildConfig, BuildResult, build, load_records, to_llava_json
 from text4seg.data.coco import load_coco
 from text4seg.data.refer import load_grefcoco, load_refcoco
 from text4seg.data.safe_pickle import UnsafePickleError, load_pickle
@@ -38,6 +39,7 @@ __all__ = [
     "iter_samples",
     "load_coco",
     "load_grefcoco",
+    "load_records",
     "load_pickle",
     "load_refcoco",
     "make_synthetic",

@@ -38,6 +38,7 @@ from .storage import (
     build_report,
     check_out_dir,
     fingerprint,
+    load_records,
     read_report,
     save_atomically,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "build_records",
     "fingerprint",
     "iter_image_results",
+    "load_records",
     "read_report",
     "to_llava_json",
     "write_dataset",
@@ -98,7 +100,7 @@ def write_dataset(
     """Build the records of ``sources``, save them to ``out_dir`` with a build report.
 
     ``load_seconds`` (time spent reading the sources) is added to the report's timings."""
-    from datasets import Dataset, DatasetDict, load_from_disk
+    from datasets import Dataset, DatasetDict
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -106,10 +108,12 @@ def write_dataset(
     tables = SplitTables(record_features(config.image_paths).arrow_schema)
     issues: list[Issue] = [issue for source in sources for issue in source.issues]
     stats: Counter = Counter()
+    images: dict[str, Path] = {}
     for source in sources:
         for records, image_issues, image_stats in iter_image_results(source, config):
             for record in records:
                 tables.add(record)
+                _note_image(images, record, source, config)
             issues.extend(image_issues)
             stats.update(image_stats)
     dataset = DatasetDict({split: Dataset(table) for split, table in tables.finish().items()})
@@ -122,9 +126,25 @@ def write_dataset(
         fingerprint=key,
         params=params or {},
         inputs=[str(p) for source in sources for p in source.input_files],
+        images_stored=len(images),
+        images_bytes=sum(path.stat().st_size for path in images.values()),
     )
-    save_atomically(dataset, out_dir, _timed(report, start, records_done, load_seconds), not config.progress)
-    return BuildResult(load_from_disk(str(out_dir)), out_dir, {**report, "cache": "built"})
+    report = _timed(report, start, records_done, load_seconds)
+    save_atomically(dataset, out_dir, report, not config.progress, images)
+    return BuildResult(_load(out_dir, config), out_dir, {**report, "cache": "built"})
+
+
+def _note_image(images: dict[str, Path], record: dict, source: Source, config: BuildConfig) -> None:
+    """With ``image_store="folder"``: remember which source file goes to the record's image path."""
+    if config.image_store == "folder":
+        relative = record["images"][0]
+        images.setdefault(relative, source.image_root.resolve() / relative.split("/", 1)[1])
+
+
+def _load(out_dir: Path, config: BuildConfig) -> Any:
+    from datasets import load_from_disk
+
+    return load_records(out_dir) if config.image_store == "folder" else load_from_disk(str(out_dir))
 
 
 def _timed(report: dict[str, Any], start: float, records_done: float, load_seconds: float) -> dict[str, Any]:
@@ -148,9 +168,7 @@ def _reusable(out_dir: str | Path, key: str, config: BuildConfig) -> BuildResult
         return None
     if config.strict and previous.get("skipped_total"):
         return None
-    from datasets import load_from_disk
-
-    return BuildResult(load_from_disk(str(out_dir)), Path(out_dir), {**previous, "cache": "reused"})
+    return BuildResult(_load(Path(out_dir), config), Path(out_dir), {**previous, "cache": "reused"})
 
 
 def build(

@@ -43,9 +43,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--strict", action="store_true", help="stop at the first bad input instead of skipping it"
     )
     parser.add_argument(
+        "--image-store",
+        choices=("embed", "paths", "folder"),
+        default="embed",
+        help="where images go: embedded in every record (default), absolute paths, or stored once in "
+        "OUT/images with paths relative to OUT (load with text4seg.data.load_records)",
+    )
+    parser.add_argument(
         "--image-paths",
         action="store_true",
-        help="store absolute image paths (strings) instead of embedding the image bytes in every record",
+        help="same as --image-store paths: store absolute image paths instead of embedding the bytes",
     )
     parser.add_argument(
         "--target-label",
@@ -117,6 +124,7 @@ def _config(args: argparse.Namespace):
         num_proc=args.num_proc,
         strict=args.strict,
         image_paths=args.image_paths,
+        image_store=args.image_store,
         target_label=args.target_label,
         progress=not args.quiet,
     )

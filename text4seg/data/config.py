@@ -13,13 +13,27 @@ if TYPE_CHECKING:
     from datasets import DatasetDict
 
 
+IMAGE_STORES = ("embed", "paths", "folder")
+"""Where a build puts the images: embedded in every record, absolute paths, or once in its own folder."""
+
+IMAGES_FOLDER = "images"
+"""The folder, inside a build made with ``image_store="folder"``, that holds each image once."""
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """How records are made. ``grid`` and ``method`` set the descriptor.
 
-    By default ``images`` holds `datasets.Image` values, which ``save_to_disk`` embeds: the saved
-    records are self-contained, but every record carries its image's bytes (an image with seven
-    sentences is stored seven times). ``image_paths=True`` stores absolute path strings instead.
+    ``image_store`` says where the images go (`IMAGE_STORES`):
+
+    * ``"embed"`` (default): ``images`` holds `datasets.Image` values, which ``save_to_disk`` embeds;
+      the saved records are self-contained, but every record carries its image's bytes (an image with
+      seven sentences is stored seven times);
+    * ``"paths"``: absolute path strings to the files under the image folder (nothing copied; the
+      records break when the images move). ``image_paths=True`` is the older spelling of this;
+    * ``"folder"``: each image is stored once, in ``images/`` inside the build folder, and records
+      hold its path relative to the build folder (``"images/<file_name>"``); the folder can move.
+      Load such records with `text4seg.data.load_records`, which resolves the paths.
 
     ``target_label`` names the referred cells of ``refer`` records: ``None`` (default) writes the
     expression itself, as Text4Seg's data does; a fixed word (e.g. ``"target"``) keeps every answer
@@ -35,8 +49,14 @@ class BuildConfig:
     image_paths: bool = False
     progress: bool = True
     target_label: str | None = None
+    image_store: str = "embed"
 
     def __post_init__(self) -> None:
+        if self.image_store not in IMAGE_STORES:
+            raise ValueError(f"unknown image_store {self.image_store!r}; use one of {IMAGE_STORES}")
+        if self.image_paths and self.image_store == "embed":
+            object.__setattr__(self, "image_store", "paths")
+        object.__setattr__(self, "image_paths", self.image_store != "embed")
         if self.method not in DOWN_METHODS:
             raise ValueError(f"unknown downsampling method {self.method!r}; use one of {DOWN_METHODS}")
         if self.num_proc < 1:
@@ -57,6 +77,7 @@ class BuildConfig:
             "method": self.method,
             "seed": self.seed,
             "image_paths": self.image_paths,
+            "image_store": self.image_store,
             "target_label": self.target_label,
         }
 

@@ -23,7 +23,7 @@ from text4seg.protocol import templates
 from text4seg.protocol.records import encode_counts
 
 from .annotations import ImageInfo, RecordSpec, Source
-from .config import BuildConfig
+from .config import IMAGES_FOLDER, BuildConfig
 from .image_files import ImageFileProblem, check_image
 from .issues import Issue, IssueLog
 from .masks import BadAnnotation, merged_mask, segmentation_rle
@@ -122,7 +122,18 @@ def _source_column(job: ImageJob, spec: RecordSpec) -> dict:
     }
 
 
-def _record(job: ImageJob, path: str, spec: RecordSpec, geometry: _Geometry, stats: Counter) -> dict:
+def _image_value(job: ImageJob, path: Path) -> str | dict:
+    """The ``images`` entry of a record: an embeddable image, an absolute path, or the path in the
+    build's own images folder (relative to the build folder)."""
+    store = job.config.image_store
+    if store == "embed":
+        return {"path": str(path), "bytes": None}
+    if store == "paths":
+        return str(path)
+    return f"{IMAGES_FOLDER}/{path.relative_to(job.image_root.resolve()).as_posix()}"
+
+
+def _record(job: ImageJob, path: Path, spec: RecordSpec, geometry: _Geometry, stats: Counter) -> dict:
     fmt = job.fmt
     labels = [fmt.background, *_targets(job, spec)]
     text = grid_to_text(geometry.grid, labels, fmt)
@@ -137,7 +148,7 @@ def _record(job: ImageJob, path: str, spec: RecordSpec, geometry: _Geometry, sta
     answer = [{"type": "text", "text": format_answer(turn.answer, text, fmt)}]
     return {
         "id": spec.id,
-        "images": [path if job.config.image_paths else {"path": path, "bytes": None}],
+        "images": [_image_value(job, path)],
         "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
         "task": spec.task,
         "expression": spec.expression,
@@ -188,7 +199,7 @@ def build_image(job: ImageJob) -> ImageResult:
     stats: Counter = Counter()
     image = job.image
     try:
-        path = str(check_image(job.image_root, image.file_name, image.width, image.height))
+        path = check_image(job.image_root, image.file_name, image.width, image.height)
     except ImageFileProblem as err:
         for spec in job.specs:
             log.add(spec.id, err.reason, f"image {image.id}: {err.detail}", job.ann_file)

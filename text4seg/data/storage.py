@@ -146,15 +146,28 @@ def quiet_datasets(quiet: bool) -> Iterator[None]:
             enable_progress_bars()
 
 
-def save_atomically(dataset: Any, out_dir: Path, report: dict[str, Any], quiet: bool) -> None:
-    """Save ``dataset`` and its report into a temporary sibling folder, then rename it to ``out_dir``:
-    an interrupted save leaves the previous build (or nothing) there, never a partial one."""
+def store_images(files: dict[str, Path], folder: Path) -> None:
+    """Copy each image to ``folder / relative path`` once. A copy, not a hard link: a tool that
+    rewrites a source image in place would otherwise change the build's image behind its back."""
+    for relative, source in files.items():
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def save_atomically(
+    dataset: Any, out_dir: Path, report: dict[str, Any], quiet: bool, images: dict[str, Path] | None = None
+) -> None:
+    """Save ``dataset``, its report and ``images`` (relative path in the build -> source file) into a
+    temporary sibling folder, then rename it to ``out_dir``: an interrupted save leaves the previous
+    build (or nothing) there, never a partial one."""
     tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         with quiet_datasets(quiet):
             dataset.save_to_disk(str(tmp))
+        store_images(images or {}, tmp)
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2), encoding="utf-8")
         replace_dir(tmp, out_dir)
     finally:
@@ -179,3 +192,31 @@ def build_report(
         "stats": dict(stats),
         **extra,
     }
+
+
+def _resolver(folder: Path):
+    """A `datasets` transform that turns the relative image paths of a ``folder`` build into absolute ones."""
+
+    def resolve(batch: dict[str, list]) -> dict[str, list]:
+        if "images" in batch:
+            batch["images"] = [[str(folder / value) for value in values] for values in batch["images"]]
+        return batch
+
+    return resolve
+
+
+def load_records(folder: str | Path) -> Any:
+    """The `datasets.DatasetDict` saved by a build in ``folder``, ready to read wherever the folder now is.
+
+    For a build made with ``image_store="folder"`` the ``images`` column holds paths relative to the
+    build folder; they are resolved against ``folder`` as records are read (a `datasets` transform,
+    nothing is rewritten). Other builds are returned as `datasets.load_from_disk` gives them."""
+    from datasets import load_from_disk
+
+    folder = Path(folder).resolve()
+    dataset = load_from_disk(str(folder))
+    report = read_report(folder) or {}
+    if report.get("config", {}).get("image_store") == "folder":
+        for split in dataset.values():
+            split.set_transform(_resolver(folder))
+    return dataset
