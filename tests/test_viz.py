@@ -87,3 +87,28 @@ def test_line_plot_and_histogram_draw_something():
     assert empty.size == (640, 400)
     hist = viz.histogram({"R-RLE": [10, 12, 14], "cells": [256, 256, 300]}, bins=5)
     assert (np.abs(np.asarray(hist).astype(int) - viz.label_colour(2)).sum(axis=2) == 0).sum() > 20
+
+
+def test_overlay_panels_share_one_palette_and_save(tmp_path):
+    truth = np.zeros((24, 32), dtype=np.int32)
+    truth[4:20, 4:20] = 2
+    coarse = truth.copy()
+    sheet = viz.overlay_panels(_grey(), truth, coarse, coarse > 0, title="two shapes")
+    scale = -(-viz.MIN_PANEL_WIDTH // 32)
+    assert sheet.size == (3 * 32 * scale, 24 * scale + 28)
+    pixels = np.asarray(sheet)
+    inside = 14 + 10 * scale  # a row inside the painted square
+    first, second = pixels[inside, 10 * scale], pixels[inside, 32 * scale + 10 * scale]
+    assert tuple(first) == tuple(second) != (100, 100, 100)  # value 2: one colour in both panels
+    path = viz.save_overlay(tmp_path / "o" / "a.png", _grey(), truth, coarse)
+    assert Image.open(path).size == (2 * 32 * scale, 24 * scale + 28)
+
+
+def test_eval_overlay_is_a_deprecated_alias():
+    import importlib
+    import sys
+
+    sys.modules.pop("text4seg.eval.overlay", None)
+    with pytest.warns(DeprecationWarning, match="moved to text4seg.viz"):
+        module = importlib.import_module("text4seg.eval.overlay")
+    assert module.save_overlay is viz.save_overlay

@@ -1,14 +1,17 @@
 """Pictures for people: masks over images, the descriptor grid over an image, comparison sheets, curves.
 
 PIL and numpy only, so the demo and the notebooks draw the same pictures without matplotlib. Every
-function returns a `PIL.Image.Image`; save it with `.save(path)`.
+function returns a `PIL.Image.Image`; save it with `.save(path)` (`save_overlay` writes the evaluation
+picture, `overlay_panels`, to a file for `text4seg evaluate --overlays`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -142,6 +145,52 @@ def grid_picture(cells: np.ndarray, cell_size: int = 12, labels: Sequence[str] |
         draw.rectangle([2, y + 2, 11, y + 11], fill=label_colour(value))
         draw.text((15, y), name, fill="black", font=font)
     return sheet
+
+
+MIN_PANEL_WIDTH = 160
+"""Panels of `overlay_panels` are enlarged (nearest-neighbour) to at least this width, so captions fit."""
+
+
+def overlay_panels(
+    image: Image.Image | np.ndarray,
+    truth: np.ndarray,
+    coarse: np.ndarray,
+    refined: np.ndarray | None = None,
+    title: str = "",
+) -> Image.Image:
+    """The evaluation picture: `image` with `ground truth | coarse | refined` masks side by side (the last
+    only when given), `title` above and each panel's name below. Masks are bool or label maps at image
+    size; a label value has the same colour in every panel."""
+    base = load_image(image)
+    panels = [("ground truth", truth), ("coarse", coarse)] + (
+        [("refined", refined)] if refined is not None else []
+    )
+    scale = max(1, -(-MIN_PANEL_WIDTH // base.width))
+    width, height = base.width * scale, base.height * scale
+    caption = 14
+    sheet = Image.new("RGB", (width * len(panels), height + 2 * caption), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = _font()
+    draw.text((2, 1), title[:120], fill="black", font=font)
+    for k, (name, mask) in enumerate(panels):
+        sheet.paste(overlay(base, mask).resize((width, height), Image.NEAREST), (k * width, caption))
+        draw.text((k * width + 2, height + caption + 1), name, fill="black", font=font)
+    return sheet
+
+
+def save_overlay(
+    path: str | os.PathLike,
+    image: Image.Image | np.ndarray,
+    truth: np.ndarray,
+    coarse: np.ndarray,
+    refined: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """Write `overlay_panels(...)` as a PNG at `path` (folders made as needed); returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overlay_panels(image, truth, coarse, refined, title).save(out)
+    return out
 
 
 @dataclass(frozen=True)
