@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "predict": "text4seg.infer.cli",
     "evaluate": "text4seg.eval.cli",
     "demo": "text4seg.demo_cli",
+    "convert": "text4seg.models.convert_cli",
 }
 
 
@@ -36,7 +37,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def undecodable_argument(argv: list[str]) -> str | None:
+    """A one-line complaint about the first argument that is not valid UTF-8 (Python keeps such bytes of
+    the command line as lone surrogates), or None when every argument is text."""
+    for position, arg in enumerate(argv, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"argument {position} ({_raw(arg)!r:.80}) is not valid UTF-8; give paths and text in UTF-8"
+    return None
+
+
+def _raw(arg: str) -> bytes:
+    """The bytes the shell passed (surrogate-escaped bytes restored; other lone surrogates escaped)."""
+    try:
+        return arg.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return arg.encode("utf-8", "backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run `text4seg COMMAND ...` (`argv` defaults to the command line); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    problem = undecodable_argument(argv)
+    if problem is not None:
+        print(f"text4seg: {problem}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

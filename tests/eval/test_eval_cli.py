@@ -77,3 +77,62 @@ def test_two_processes_give_the_numbers_of_one(saved, tmp_path):
     assert two["info"]["processes"] == 2
     assert two["metrics"] == one["metrics"]
     assert (double / "samples.jsonl").read_text().count("\n") == 5
+
+
+# -- hostile or mistaken input: refused in one line, before the run ------------------------------------
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--limit", "-3", "must be at least 1"),
+        ("--batch-size", "0", "must be at least 1"),
+        ("--overlays", "-1", "must be 0 or more"),
+        ("--min-iou", "2", "must be in 0..1"),
+        ("--grid", "10000", "must be in 1..1024"),
+        ("--background-bias", "nan", "must be a finite number"),
+    ],
+)
+def test_bad_numbers_are_refused_while_parsing(saved, flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(saved / "model"), "--data", str(saved / "data"), flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
+
+
+def _refused(argv, capsys, match: str) -> None:
+    assert main(argv) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after any progress bars of loading
+    assert last.startswith("text4seg evaluate: ") and match in last, last
+
+
+def test_bad_paths_and_settings_are_refused_before_the_run(saved, tmp_path, capsys, monkeypatch):
+    def refuse(*_, **__):
+        raise AssertionError("evaluation started before the input was checked")
+
+    monkeypatch.setattr("text4seg.eval.evaluate.evaluate", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = ["--data", str(saved / "data")]
+    (tmp_path / "report").write_text("not a folder")
+    out = ["--out", str(tmp_path / "report")]
+    _refused(["evaluate", str(saved / "model"), *data, *out], capsys, "is a file, not a folder")
+    _refused(["evaluate", "runs/x/final", *data], capsys, "model runs/x/final: no such folder")
+    _refused(["evaluate", "Qwen/absent-model", *data], capsys, "not in the local Hugging Face cache")
+    _refused(
+        ["evaluate", str(saved / "model"), *data, "--refine", "sam", "--sam", "./nope"], capsys, "SAM model"
+    )
+    bad = tmp_path / "bad_settings"
+    bad.mkdir()
+    (bad / "text4seg.json").write_text('{"grid": [10000, 10000]}')
+    _refused(["evaluate", str(bad), *data], capsys, f"{bad / 'text4seg.json'}: grid must")
+
+
+def test_a_record_claiming_a_huge_size_is_one_line(saved, tmp_path, capsys):
+    import datasets
+
+    split = datasets.load_from_disk(str(saved / "data"))["val"].select(range(2))
+    huge = split.map(
+        lambda r, i: {"height": 30000 if i == 1 else r["height"], "width": 30000 if i == 1 else r["width"]},
+        with_indices=True,
+    )
+    datasets.DatasetDict({"val": huge}).save_to_disk(str(tmp_path / "data"))
+    argv = ["evaluate", str(saved / "model"), "--data", str(tmp_path / "data"), "--quiet", "--device", "cpu"]
+    _refused(argv, capsys, "30000×30000 = 900,000,000 pixels is over the limit")

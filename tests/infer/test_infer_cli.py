@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -126,3 +127,130 @@ def test_predict_uses_the_models_saved_settings_and_flags_win(tiny_vlm, photo, t
     assert (t4s.decode(override["text"], fmt).grid != 0).sum() > (
         t4s.decode(saved["text"], fmt).grid != 0
     ).sum()
+
+
+# -- hostile or mistaken input: one line on stderr, exit status 2, before the model loads -------------
+@pytest.fixture()
+def no_loading(monkeypatch):
+    """Loading a model fails the test: each refusal below must come first."""
+
+    def refuse(*_, **__):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr("text4seg.infer.model_args.segmenter_from_args", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _refused(argv, capsys, match: str) -> str:
+    started = time.perf_counter()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("text4seg") and err.count("\n") == 1, err
+    assert match in err, err
+    assert time.perf_counter() - started < 5
+    return err
+
+
+def test_predict_refuses_hostile_inputs_before_loading(saved_model, photo, tmp_path, capsys, no_loading):
+    out = str(tmp_path / "m.png")
+    model, image = str(saved_model), str(photo)
+    _refused(
+        ["predict", model, image, "x" * 2048, "--out", out], capsys, "2,048 characters long; the limit is 500"
+    )
+    _refused(["predict", model, image, "a, " + "b" * 600, "--classes", "--out", out], capsys, "limit is 500")
+    _refused(
+        ["predict", model, image, "cat", "--out", str(tmp_path)],
+        capsys,
+        "--out " + str(tmp_path) + ": is a folder",
+    )
+    (tmp_path / "file").write_text("x")
+    under_file = str(tmp_path / "file" / "m.png")
+    _refused(["predict", model, image, "cat", "--out", under_file], capsys, "is a file, not a folder")
+    _refused(["predict", model, image, "cat", "--out", out, "--json", str(tmp_path)], capsys, "--json")
+    _refused(
+        ["predict", "runs/x/final", image, "cat", "--out", out], capsys, "model runs/x/final: no such folder"
+    )
+    _refused(
+        ["predict", "org/absent", image, "cat", "--out", out], capsys, "not in the local Hugging Face cache"
+    )
+    adapter = ["--adapter", str(tmp_path / "nope")]
+    _refused(["predict", model, image, "cat", "--out", out, *adapter], capsys, "adapter")
+    sam = ["--refine", "sam", "--sam", "runs/sam/missing"]
+    _refused(
+        ["predict", model, image, "cat", "--out", out, *sam], capsys, "SAM model runs/sam/missing: no such"
+    )
+    two = ["--refine", "tiny", "--sam", "facebook/sam-vit-base"]
+    _refused(["predict", model, image, "cat", "--out", out, *two], capsys, "name two SAM models")
+
+
+def test_predict_refuses_bad_settings_and_huge_images(saved_model, photo, tmp_path, capsys, no_loading):
+    out = str(tmp_path / "m.png")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "text4seg.json").write_text('{"grid": 10000}')
+    _refused(
+        ["predict", str(folder), str(photo), "cat", "--out", out],
+        capsys,
+        f"{folder / 'text4seg.json'}: grid must",
+    )
+    (folder / "text4seg.json").write_text("{not json")
+    _refused(
+        ["predict", str(folder), str(photo), "cat", "--out", out], capsys, "not a readable settings file"
+    )
+    huge = tmp_path / "huge.png"
+    Image.new("1", (12000, 12000)).save(huge)  # a few KB on disk, 144 M pixels once decoded
+    assert huge.stat().st_size < 100_000
+    _refused(["predict", str(saved_model), str(huge), "cat", "--out", out], capsys, "is over the limit")
+
+
+def test_arguments_that_are_not_utf8_are_refused(saved_model, photo, tmp_path, capsys):
+    expression = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Python makes of a Latin-1 argv
+    argv = ["predict", str(saved_model), str(photo), expression, "--out", str(tmp_path / "m.png")]
+    _refused(argv, capsys, "argument 4 (b'caf\\xe9') is not valid UTF-8")
+
+
+def test_predict_refine_takes_the_form_of_evaluate(saved_model, photo, tmp_path, capsys):
+    new, old = tmp_path / "new.png", tmp_path / "old.png"
+    common = [str(saved_model), str(photo), "cat", "--grid", "4", "--device", "cpu", "--min-iou", "0"]
+    assert main(["predict", *common, "--out", str(new), "--refine", "sam", "--sam", "tiny"]) == 0
+    assert main(["predict", *common, "--out", str(old), "--refine", "tiny"]) == 0  # the older spelling
+    capsys.readouterr()
+    assert np.array_equal(np.asarray(Image.open(new)), np.asarray(Image.open(old)))
+
+
+def test_predict_from_a_lora_checkpoint_folder(tiny_vlm, photo, tmp_path, capsys):
+    """`checkpoints/checkpoint-N/` of a LoRA run: the adapter, the processor, text4seg.json and the
+    training state beside them; the adapter names its base folder, whose text4seg.json it overrides."""
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = tiny_vlm
+    base, checkpoint = tmp_path / "base", tmp_path / "run" / "checkpoints" / "checkpoint-40"
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+    (base / "text4seg.json").write_text('{"grid": [7, 7], "target_label": "base"}')
+    lora = get_peft_model(type(model).from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj"]))
+    lora.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    config = json.loads((checkpoint / "adapter_config.json").read_text())
+    (checkpoint / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": str(base)})
+    )
+    (checkpoint / "text4seg.json").write_text('{"grid": [5, 5], "target_label": "target"}')
+    (checkpoint / "optimizer.bin").write_bytes(b"\0" * 8)
+    (checkpoint / "trainer_state.json").write_text('{"step": 40}')
+    summary = tmp_path / "s.json"
+    argv = [
+        "predict",
+        str(checkpoint),
+        str(photo),
+        "the cat",
+        "--out",
+        str(tmp_path / "m.png"),
+        "--json",
+        str(summary),
+    ]
+    assert main([*argv, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    facts = json.loads(summary.read_text())
+    assert facts["labels"] == ["others", "target"]  # the checkpoint's text4seg.json won over the base's
+    assert t4s.decode(facts["text"], t4s.TEXT4SEG.with_grid(5), strict=True).grid.shape == (5, 5)

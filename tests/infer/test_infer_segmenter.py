@@ -254,3 +254,72 @@ def test_background_bias_trades_background_for_the_target(tiny_vlm):
     unbiased = Segmenter(model, processor, grid=GRID, answer_sentences="none", background_bias=0.0)
     assert unbiased.segment(image, "the red circle").text == reference.text
     assert biased.settings()["background_bias"] == 1e4
+
+
+# -- the expression's length, the answer's token budget and the model's context ----------------------
+def test_long_expressions_are_refused_before_generation(segmenter):
+    from text4seg.infer.prompts import MAX_EXPRESSION_CHARS
+
+    with pytest.raises(
+        ValueError, match=f"pair 0: expression is 2,048 characters long; the limit is {MAX_EXPRESSION_CHARS}"
+    ):
+        segmenter.segment(_photo(), "a" * 2048)
+    with pytest.raises(ValueError, match="class name is 501 characters long"):
+        segmenter.segment(_photo(), ["cat", "b" * 501])
+
+
+def test_the_models_context_bounds_expressions_and_budgets(tiny_vlm):
+    from text4seg.infer.segmenter import context_length
+
+    model, processor = tiny_vlm
+    assert (
+        context_length(model, processor.tokenizer) == model.config.get_text_config().max_position_embeddings
+    )
+    seg = Segmenter(model, processor, grid=GRID)
+    short, long = seg.query("cat"), seg.query("the small dog on the left " * 10)
+    assert seg.token_budget(long) > seg.token_budget(short)  # grows with the tokenized label
+    byte_bound = GRID * GRID * len("cat *6| ") + GRID * len("\n ")  # the answer's text, one token a byte
+    assert seg.token_budget(short) < 2 * byte_bound
+    assert seg.token_budget(short, prompt_length=seg.context_length - 10) == 10
+    with pytest.raises(ValueError, match="no room is left for an answer"):
+        seg.token_budget(short, prompt_length=seg.context_length)
+    seg.context_length = 120
+    with pytest.raises(
+        ValueError, match="too long for this model: the question .* exceed its context of 120"
+    ):
+        seg.segment(_photo(), "the small dog on the left " * 10)
+    enc = seg._encode([_photo()], [short])
+    seg.context_length = int(enc["input_ids"].shape[1]) + 5  # room for five answer tokens only
+    result = seg.segment(_photo(), "cat")
+    assert result.new_tokens <= 5 and not result.ok  # cut at the context: decoded leniently, repairs said
+
+
+def test_context_length_falls_back_to_a_sane_tokenizer_limit():
+    from types import SimpleNamespace
+
+    from text4seg.infer.segmenter import context_length
+
+    bare = SimpleNamespace(config=SimpleNamespace())
+    assert context_length(bare, SimpleNamespace(model_max_length=2048)) == 2048
+    assert context_length(bare, SimpleNamespace(model_max_length=int(1e30))) is None
+
+
+def test_settings_beside_the_adapter_win_and_arguments_win_over_both(tiny_vlm, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = tiny_vlm
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "final"
+    model.save_pretrained(base_dir)
+    processor.save_pretrained(base_dir)
+    (base_dir / "text4seg.json").write_text(
+        '{"grid": [5, 5], "target_label": "base", "answer_sentences": "none"}'
+    )
+    lora = get_peft_model(type(model).from_pretrained(base_dir), LoraConfig(r=2, target_modules=["q_proj"]))
+    lora.save_pretrained(adapter_dir)
+    (adapter_dir / "text4seg.json").write_text('{"target_label": "target"}')
+    loaded = Segmenter.from_pretrained(base_dir, adapter=adapter_dir, device="cpu")
+    assert (loaded.fmt.grid, loaded.target_label, loaded.answer_sentences) == ((5, 5), "target", "none")
+    explicit = Segmenter.from_pretrained(
+        base_dir, adapter=adapter_dir, device="cpu", target_label="mine", grid=4
+    )
+    assert (explicit.fmt.grid, explicit.target_label) == ((4, 4), "mine")

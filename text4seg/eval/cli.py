@@ -5,8 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from text4seg.infer.model_args import SAM_HELP, add_model_args, make_refiner, segmenter_from_args
+from text4seg.infer.model_args import (
+    ArgsError,
+    add_model_args,
+    add_refine_args,
+    check_output_folder,
+    grid_side,
+    load_segmenter,
+    non_negative_int,
+    one_line,
+    positive_int,
+    preflight,
+    refiner_from_args,
+    sam_model,
+)
+
+PROG = "text4seg evaluate"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,20 +40,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--data", required=True, help="dataset directory written by `text4seg build`")
     p.add_argument("--split", default="val", help="split to evaluate (val)")
-    p.add_argument("--refine", choices=("none", "sam"), default="none", help="also score SAM-refined masks")
-    p.add_argument("--sam", default="facebook/sam-vit-base", help=f"for --refine sam. {SAM_HELP}")
+    add_refine_args(p)
     p.add_argument(
-        "--min-iou", type=float, default=0.5, help="keep the coarse mask when SAM's IoU with it is lower"
+        "--limit", type=positive_int, default=None, metavar="N", help="evaluate the first N records only"
     )
-    p.add_argument("--sam-iterations", type=int, default=3, help="SAM prompt rounds per mask (3)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N records only")
     p.add_argument("--out", default=None, help="output folder for report.json, samples.jsonl and overlays/")
     p.add_argument(
-        "--overlays", type=int, default=0, metavar="K", help="write overlay PNGs for the first K samples"
+        "--overlays",
+        type=non_negative_int,
+        default=0,
+        metavar="K",
+        help="write overlay PNGs for the first K samples",
     )
-    p.add_argument("--batch-size", type=int, default=8, help="samples per generate call (8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="samples per generate call (8)")
     p.add_argument(
-        "--grid", type=int, default=None, help="descriptor grid (default: the dataset's `grid` column)"
+        "--grid", type=grid_side, default=None, help="descriptor grid (default: the dataset's `grid` column)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -63,27 +80,30 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
 
 
+def _load_data(args: argparse.Namespace) -> Any:
+    """The split to score, checked to be non-empty (FileNotFoundError, KeyError, ArgsError)."""
+    from text4seg.eval.evaluate import load_split
+
+    data = load_split(args.data, args.split)
+    if len(data) == 0:
+        raise ArgsError(f"split {args.split!r} of {args.data} is empty")
+    return data
+
+
 def _run(args: argparse.Namespace) -> int:
     from text4seg.distributed import process_state
-    from text4seg.eval.evaluate import EvalDataError, evaluate, load_split
+    from text4seg.eval.evaluate import EvalDataError, evaluate
 
     try:
-        data = load_split(args.data, args.split)
-    except (FileNotFoundError, KeyError) as err:
-        print(f"text4seg evaluate: {err}", file=sys.stderr)
-        return 2
-    if len(data) == 0:
-        print(f"text4seg evaluate: split {args.split!r} of {args.data} is empty", file=sys.stderr)
-        return 2
-    grid = args.grid if args.grid is not None else tuple(data[0]["grid"])
-    device = _device(args.device)
-    refiner = (
-        make_refiner(args.sam, device, args.min_iou, args.sam_iterations) if args.refine == "sam" else None
-    )
-    try:
-        segmenter = segmenter_from_args(args, grid=grid, device=device)
-    except OSError as err:
-        print(f"text4seg evaluate: cannot load model {args.model}: {err}", file=sys.stderr)
+        check_output_folder(args.out, "--out")
+        preflight(args)
+        data = _load_data(args)
+        grid = args.grid if args.grid is not None else tuple(data[0]["grid"])
+        device = _device(args.device)
+        refiner = refiner_from_args(args, device)
+        segmenter = load_segmenter(args, grid=grid, device=device)
+    except (ArgsError, OSError, KeyError, ValueError) as err:
+        print(f"{PROG}: {one_line(err)}", file=sys.stderr)
         return 2
     info = {
         "model": args.model,
@@ -91,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         "data": str(Path(args.data)),
         "grid": list(grid) if isinstance(grid, tuple) else grid,
         "constrained": args.constrained,
-        "sam": args.sam if refiner is not None else None,
+        "sam": sam_model(args),
     }
     try:
         report = evaluate(
@@ -107,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
             info=info,
         )
     except EvalDataError as err:
-        print(f"text4seg evaluate: {err}", file=sys.stderr)
+        print(f"{PROG}: {one_line(err)}", file=sys.stderr)
         return 2
     state = process_state()
     if state is None or state.is_main_process:

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from text4seg.distributed import process_state
 from text4seg.eval.metrics import ReferMetrics, SemanticMetrics
-from text4seg.protocol.images import ImageReadError, read_record_image
-from text4seg.protocol.records import RecordError, Truth, ground_truth, query_of, record_id
+from text4seg.protocol.images import read_record_image
+from text4seg.protocol.records import Truth, ground_truth, query_of, record_id, record_size
 from text4seg.protocol.records import decode_counts as decode_rle  # noqa: F401  (deprecated name)
 
 VARIANTS = ("coarse", "refined")
@@ -356,20 +356,24 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 def _load(record: dict[str, Any]) -> tuple[Image.Image, Truth]:
+    """A record's image and ground truth, cheapest checks first: the size the record claims (within the
+    pixel limit), the image (refused before decoding when over it) against that size, then the masks."""
     images = record.get("images") or []
     if not images:
         raise EvalDataError(f"record {record.get('id')}: no image")
     try:
+        height, width = record_size(record)
         image = read_record_image(images[0], record_id(record))
-        truth = ground_truth(record)
-    except (RecordError, ImageReadError) as err:
+    except ValueError as err:  # RecordError, ImageReadError: both ValueErrors
         raise EvalDataError(str(err)) from err
-    height, width = truth.mask.shape
     if (image.height, image.width) != (height, width):
         raise EvalDataError(
             f"record {record.get('id')}: image is {image.width}×{image.height} but the record says {width}×{height}"
         )
-    return image, truth
+    try:
+        return image, ground_truth(record)
+    except ValueError as err:
+        raise EvalDataError(str(err)) from err
 
 
 def _score_one(
@@ -407,7 +411,7 @@ def _score_one(
         line["refined"] = _score(scores["refined"], record, truth, refined_mask, pred.labels, classes)
         line["refine"] = refined.as_dict()
     if overlay_dir is not None and index < overlays:
-        from text4seg.eval.overlay import save_overlay
+        from text4seg.viz import save_overlay
 
         gt = truth.mask
         if semantic:  # one colour per class across the panels

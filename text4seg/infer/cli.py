@@ -7,7 +7,19 @@ import json
 import sys
 from pathlib import Path
 
-from text4seg.infer.model_args import SAM_HELP, add_model_args, make_refiner, segmenter_from_args
+from text4seg.infer.model_args import (
+    ArgsError,
+    add_model_args,
+    add_refine_args,
+    check_output_file,
+    grid_side,
+    load_segmenter,
+    one_line,
+    preflight,
+    refiner_from_args,
+)
+
+PROG = "text4seg predict"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,23 +29,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segment an image for a referring expression (or class list) with a trained model",
         description=(
             "Run a text4seg model on one image, write the mask as a PNG and print the descriptor the model "
-            "wrote, the repairs decoding made and the box. Generation is grammar-constrained by default."
+            "wrote, the repairs decoding made and the box. Generation is grammar-constrained by default. "
+            "Inputs (expression, output paths, model and SAM sources, text4seg.json, image size) are checked "
+            "before the model loads."
         ),
     )
     add_model_args(p)
     p.add_argument("image", help="image file (any mode PIL reads; EXIF orientation is honoured)")
-    p.add_argument("expression", help="referring expression, or comma-separated class names with --classes")
+    p.add_argument(
+        "expression",
+        help="referring expression, or comma-separated class names with --classes (each at most "
+        "text4seg.infer.prompts.MAX_EXPRESSION_CHARS = 500 characters)",
+    )
     p.add_argument(
         "--out", required=True, help="where to write the mask PNG (0/255; label values with --classes)"
     )
     p.add_argument(
         "--grid",
-        type=int,
+        type=grid_side,
         default=None,
         help="descriptor grid size the model was trained with (default: the model's text4seg.json, else 16)",
     )
     p.add_argument("--classes", action="store_true", help="treat EXPRESSION as a comma-separated class list")
-    p.add_argument("--refine", default=None, metavar="SAM", help=f"refine with this model. {SAM_HELP}")
+    add_refine_args(p)
     p.add_argument("--json", default=None, metavar="PATH", help="also write a JSON summary of the prediction")
     p.set_defaults(func=run)
 
@@ -44,7 +62,7 @@ def _write_mask(result, path: Path, classes: bool) -> None:
 
     if classes:
         if int(result.label_map.max(initial=0)) > 255:
-            raise SystemExit("text4seg predict: more than 255 classes do not fit an 8-bit PNG")
+            raise SystemExit(f"{PROG}: more than 255 classes do not fit an 8-bit PNG")
         array = result.label_map.astype(np.uint8)
     else:
         array = result.mask.astype(np.uint8) * 255
@@ -52,27 +70,36 @@ def _write_mask(result, path: Path, classes: bool) -> None:
     Image.fromarray(array, mode="L").save(path)
 
 
-def run(args: argparse.Namespace) -> int:
-    from text4seg.protocol.images import ImageReadError, load_image
+def _target(args: argparse.Namespace) -> str | list[str]:
+    """The expression or class list, checked as the model will be asked (ValueError when refused)."""
+    from text4seg.infer.prompts import make_query
 
     target: str | list[str] = args.expression
     if args.classes:
         target = [c.strip() for c in args.expression.split(",") if c.strip()]
+    make_query(target)
+    return target
+
+
+def _prepare(args: argparse.Namespace) -> tuple[str | list[str], object]:
+    """Every check that needs no model, cheapest first; returns the target and the upright RGB image."""
+    from text4seg.protocol.images import load_image
+
+    target = _target(args)
+    check_output_file(args.out, "--out")
+    check_output_file(args.json, "--json")
+    preflight(args)
+    return target, load_image(args.image)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
-        image = load_image(args.image)
-    except ImageReadError as err:
-        print(f"text4seg predict: {err}", file=sys.stderr)
-        return 2
-    refiner = make_refiner(args.refine, args.device) if args.refine else None
-    try:
-        segmenter = segmenter_from_args(args, grid=args.grid, device=args.device, refiner=refiner)
-    except OSError as err:
-        print(f"text4seg predict: cannot load model {args.model}: {err}", file=sys.stderr)
-        return 2
-    try:
+        target, image = _prepare(args)
+        refiner = refiner_from_args(args, args.device)
+        segmenter = load_segmenter(args, grid=args.grid, device=args.device, refiner=refiner)
         result = segmenter.segment(image, target)
-    except ValueError as err:
-        print(f"text4seg predict: {err}", file=sys.stderr)
+    except (ArgsError, OSError, ValueError) as err:
+        print(f"{PROG}: {one_line(err)}", file=sys.stderr)
         return 2
     out = Path(args.out)
     _write_mask(result, out, args.classes)

@@ -1,25 +1,95 @@
 """Command-line options shared by every command that runs a segmentation model (`predict`, `evaluate`).
 
-One definition of the model, decoding and device flags, and one way to turn them into a `Segmenter`
-and an optional `SamRefiner`, so the commands cannot drift apart.
+One definition of the model, decoding, refinement and device flags, the argument types that refuse
+bad numbers while parsing, the checks that run before anything heavy (the model and SAM sources, the
+saved text4seg.json, where outputs go), and one way to turn the flags into a `Segmenter` and an
+optional `SamRefiner`, so the commands cannot drift apart.
+
+Refinement takes one form in both commands: `--refine sam [--sam ID]` (`--refine none`, the default,
+refines nothing). The older `predict --refine ID` (a SAM model named directly) still works.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 from typing import Any
 
 SAM_HELP = (
     "SAM / SAM 2 model: facebook/sam-vit-base|huge, facebook/sam2.1-hiera-*, a folder, or 'tiny' "
     "(a random-weight tiny SAM for offline smoke tests; its masks mean nothing)"
 )
+DEFAULT_SAM = "facebook/sam-vit-base"
+"""The SAM model `--refine sam` uses when `--sam` is not given."""
+REFINE_OFF = "none"
+REFINE_SAM = "sam"
 
 
+class ArgsError(ValueError):
+    """A command-line value that is refused before any work (one line, naming the flag)."""
+
+
+def one_line(err: BaseException, limit: int = 400) -> str:
+    """An error's message on one line (whitespace runs collapsed, cut at `limit` characters)."""
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err  # KeyError's str() adds quotes
+    text = " ".join(str(message).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- argument types (argparse reports their ValueError/ArgumentTypeError as one `error:` line) --------
+def positive_int(text: str) -> int:
+    """An int of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An int of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def grid_side(text: str) -> int:
+    """A grid side in 1..`text4seg.codec.format.MAX_GRID_SIDE`."""
+    from text4seg.codec.format import MAX_GRID_SIDE
+
+    value = int(text)
+    if not 1 <= value <= MAX_GRID_SIDE:
+        raise argparse.ArgumentTypeError(f"must be in 1..{MAX_GRID_SIDE}, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite float (no nan or inf)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A float in 0..1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in 0..1, got {text}")
+    return value
+
+
+# -- the options -----------------------------------------------------------------------------------
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """Add MODEL, --adapter, decoding (--no-constrained, --no-jump-forward, --sentences), --dtype,
-    --device and --trust-remote-code to `parser`."""
-    parser.add_argument("model", help="model folder or hub id (a PEFT adapter folder also works)")
-    parser.add_argument("--adapter", default=None, help="PEFT adapter folder to load on top of MODEL")
+    """Add MODEL, --adapter, decoding (--no-constrained, --no-jump-forward, --sentences, --target-label,
+    --background-bias), --dtype, --device and --trust-remote-code to `parser`."""
+    parser.add_argument(
+        "model", help="model folder, checkpoint folder or hub id (a PEFT adapter folder also works)"
+    )
+    parser.add_argument(
+        "--adapter", default=None, help="PEFT adapter folder (or hub id) to load on top of MODEL"
+    )
     parser.add_argument(
         "--no-constrained",
         dest="constrained",
@@ -48,7 +118,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--background-bias",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="B",
         help="subtract B from the logits of background tokens, a recall knob to calibrate on val data "
@@ -61,6 +131,79 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_refine_args(parser: argparse.ArgumentParser) -> None:
+    """Add --refine none|sam, --sam ID, --min-iou and --sam-iterations to `parser`."""
+    parser.add_argument(
+        "--refine",
+        default=REFINE_OFF,
+        metavar="none|sam",
+        help="refine the coarse masks with SAM ('sam': the model of --sam); 'none' (default) refines "
+        "nothing. A SAM model id or folder given here directly also works (older spelling)",
+    )
+    parser.add_argument(
+        "--sam", default=None, metavar="ID", help=f"for --refine sam (default {DEFAULT_SAM}). {SAM_HELP}"
+    )
+    parser.add_argument(
+        "--min-iou",
+        type=fraction,
+        default=0.5,
+        help="keep the coarse mask when SAM's IoU with it is lower (0.5)",
+    )
+    parser.add_argument(
+        "--sam-iterations", type=positive_int, default=3, help="SAM prompt rounds per mask (3)"
+    )
+
+
+def sam_model(args: argparse.Namespace) -> str | None:
+    """The SAM model the refine options ask for, or None for no refinement (ArgsError when
+    `--refine ID` and `--sam ID2` name two different models)."""
+    choice = args.refine or REFINE_OFF
+    if choice == REFINE_OFF:
+        return None
+    if choice == REFINE_SAM:
+        return args.sam or DEFAULT_SAM
+    if args.sam is not None and args.sam != choice:
+        raise ArgsError(f"--refine {choice} and --sam {args.sam} name two SAM models; give one")
+    return choice
+
+
+# -- checks before heavy work ------------------------------------------------------------------------
+def check_output_file(path: str | None, flag: str) -> None:
+    """ArgsError when a file output would land on a folder or under a file."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ArgsError(f"{flag} {path}: is a folder; give a file name")
+    parent = next((p for p in target.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ArgsError(f"{flag} {path}: {parent} is a file, not a folder")
+
+
+def check_output_folder(path: str | None, flag: str) -> None:
+    """ArgsError when an output folder is an existing file or lies under one."""
+    if path is None:
+        return
+    target = Path(path)
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ArgsError(f"{flag} {path}: {existing} is a file, not a folder")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """The checks that need no model: MODEL, --adapter and the SAM model exist (a folder, the local
+    Hugging Face cache or a reachable Hub: `ModelSourceError`, an OSError), and their text4seg.json
+    files are valid (ValueError naming the file)."""
+    from text4seg.infer.sources import check_source, check_sources, saved_settings
+
+    check_sources(args.model, args.adapter)
+    saved_settings(args.model, args.adapter)
+    sam = sam_model(args) if hasattr(args, "refine") else None
+    if sam is not None and sam != "tiny":
+        check_source(sam, "SAM model")
+
+
+# -- building ----------------------------------------------------------------------------------------
 def make_refiner(sam: str, device: str | None, min_iou: float = 0.5, iterations: int = 3) -> Any:
     """A `SamRefiner` for a checkpoint id or folder, or the tiny random one for `sam == "tiny"`."""
     from text4seg.infer.refine import SamRefiner, tiny_sam
@@ -70,10 +213,19 @@ def make_refiner(sam: str, device: str | None, min_iou: float = 0.5, iterations:
     return SamRefiner.from_pretrained(sam, device=device, min_iou=min_iou, iterations=iterations)
 
 
+def refiner_from_args(args: argparse.Namespace, device: str | None) -> Any:
+    """The `SamRefiner` the refine options describe, or None."""
+    sam = sam_model(args)
+    if sam is None:
+        return None
+    return make_refiner(sam, device, args.min_iou, args.sam_iterations)
+
+
 def segmenter_from_args(
     args: argparse.Namespace, *, grid: Any, device: str | None, refiner: Any = None
 ) -> Any:
-    """The `Segmenter` the options of `add_model_args` describe (raises OSError when MODEL cannot load)."""
+    """The `Segmenter` the options of `add_model_args` describe (raises OSError when MODEL cannot load,
+    ValueError for an invalid text4seg.json or setting)."""
     from text4seg.infer.segmenter import Segmenter
 
     return Segmenter.from_pretrained(
@@ -90,3 +242,16 @@ def segmenter_from_args(
         background_bias=args.background_bias,
         trust_remote_code=args.trust_remote_code,
     )
+
+
+def load_segmenter(args: argparse.Namespace, *, grid: Any, device: str | None, refiner: Any = None) -> Any:
+    """`segmenter_from_args`, with a loading failure (an OSError other than `ModelSourceError`, whose
+    message already names the source) said as `cannot load model MODEL: ...`."""
+    from text4seg.infer.sources import ModelSourceError
+
+    try:
+        return segmenter_from_args(args, grid=grid, device=device, refiner=refiner)
+    except ModelSourceError:
+        raise
+    except OSError as err:
+        raise OSError(f"cannot load model {args.model}: {one_line(err)}") from err

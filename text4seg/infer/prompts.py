@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from text4seg.codec import TEXT4SEG, DescriptorFormat, check_label
 from text4seg.protocol import templates
 
+MAX_EXPRESSION_CHARS = 500
+"""The library's limit on a referring expression or one class name, in characters (after whitespace is
+collapsed). The label is written once per run of the answer, so the answer's length grows with it; longer
+ones are refused before any model work. A `Segmenter` also refuses a label its model's context cannot hold."""
+
 
 @dataclass(frozen=True)
 class Query:
@@ -30,6 +35,11 @@ def _clean(text: str, what: str) -> str:
     cleaned = " ".join(text.split())
     if not cleaned:
         raise ValueError(f"{what} is empty")
+    if len(cleaned) > MAX_EXPRESSION_CHARS:
+        raise ValueError(
+            f"{what} is {len(cleaned):,} characters long; the limit is {MAX_EXPRESSION_CHARS} "
+            "(text4seg.infer.prompts.MAX_EXPRESSION_CHARS)"
+        )
     return cleaned
 
 
@@ -41,8 +51,9 @@ def make_query(
     """The `Query` for a referring expression (str) or a list of class names.
 
     `question` overrides the template: a format string with `{expression}` (or `{classes}`), or a
-    fixed question. Raises ValueError for an empty expression or class list and `LabelError` for a
-    label the descriptor format cannot hold (one containing a separator).
+    fixed question. Raises ValueError for an empty expression or class list, or one longer than
+    `MAX_EXPRESSION_CHARS`, and `LabelError` for a label the descriptor format cannot hold (one
+    containing a separator).
     """
     if isinstance(expression_or_classes, str):
         expression = _clean(expression_or_classes, "expression")

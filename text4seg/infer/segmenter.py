@@ -35,11 +35,16 @@ from text4seg.infer.constrain import (
     require_engine,
 )
 from text4seg.infer.prompts import Query, make_query
+from text4seg.infer.sources import check_sources, saved_settings
 from text4seg.models import registry
-from text4seg.protocol.asking import load_settings, write_settings
+from text4seg.models.unwrap import unwrap_model
+from text4seg.protocol.asking import ANSWER_FORMS, UPSAMPLE_METHODS, write_settings
 from text4seg.protocol.images import ImageInput, load_image
 
 Target = str | Sequence[str]
+
+SANE_MODEL_MAX_LENGTH = 10**7
+"""A tokenizer's `model_max_length` above this is transformers' "unknown" placeholder, not a context."""
 
 
 @dataclass
@@ -131,6 +136,20 @@ def _model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def context_length(model: Any, tokenizer: Any = None) -> int | None:
+    """The most tokens `model` takes (prompt and answer together): its text config's (or config's)
+    `max_position_embeddings`, else the tokenizer's `model_max_length` when that is a real figure; None
+    when neither says."""
+    config = getattr(unwrap_model(model), "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else None
+    for cfg in (text_config, config):
+        value = getattr(cfg, "max_position_embeddings", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value <= SANE_MODEL_MAX_LENGTH else None
+
+
 def _logits_width(model: Any) -> int:
     emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if emb is not None and hasattr(emb, "weight"):
@@ -146,7 +165,11 @@ class Segmenter:
     the grammar forces without a forward pass (same text, fewer passes). `answer_sentences`:
     "templates" allows only the training templates' sentences before `<seg>` (for referring
     expressions; class lists always allow a free sentence), "free" any one-line sentence, "none" no
-    sentence. `max_new_tokens` defaults to a bound no well-formed answer exceeds. `target_label`:
+    sentence. `max_new_tokens` defaults to a bound on a well-formed answer (counted in the tokenizer's
+    tokens of the grid's runs, see `token_budget`); it is always capped by the room the model's context
+    (`context_length`) leaves after the prompt. A label (expression or class name) is refused
+    (ValueError) when its question and an answer naming it once per row do not fit that context.
+    `target_label`:
     the fixed word a model trained with `BuildConfig(target_label=...)` writes for referred cells
     (None: the expression itself). `background_bias` lowers the logits of the tokens that write
     background (`text4seg.infer.bias`; 0 = plain decoding), a recall knob to calibrate on validation data.
@@ -170,10 +193,12 @@ class Segmenter:
         target_label: str | None = None,
         background_bias: float = 0.0,
     ):
-        if answer_sentences not in ("templates", "free", "none"):
+        if answer_sentences not in ANSWER_FORMS:
             raise ValueError(
-                f"answer_sentences must be 'templates', 'free' or 'none', got {answer_sentences!r}"
+                f"answer_sentences must be one of {list(ANSWER_FORMS)}, got {answer_sentences!r}"
             )
+        if upsample not in UPSAMPLE_METHODS:
+            raise ValueError(f"upsample must be one of {list(UPSAMPLE_METHODS)}, got {upsample!r}")
         if constrained:
             require_engine()
         self.model = model.eval()
@@ -193,13 +218,15 @@ class Segmenter:
         self.max_new_tokens = max_new_tokens
         self.upsample = upsample
         self.generate_kwargs = dict(generate_kwargs or {})
-        self.eos_ids = registry.end_of_turn_ids(processor)
+        self.eos_ids = registry.stop_token_ids(processor, model)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else self.eos_ids[0]
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner = unwrap_model(model)
         self._counted = inner
         self.device = _model_device(inner)
+        self.context_length = context_length(inner, self.tokenizer)
         self._compiler = None
+        self._token_counts: dict[str, int] = {}
 
     @classmethod
     def from_pretrained(
@@ -216,12 +243,18 @@ class Segmenter:
     ) -> Segmenter:
         """Load a model (hub id or folder, optionally a PEFT adapter) and wrap it; see `Segmenter`.
 
-        Settings saved with the model (`save_settings`: grid, target label, answer sentences, question,
-        upsampling) are the defaults; keywords given here (and not None) win.
+        A model or adapter that is neither a folder, nor in the local Hugging Face cache, nor reachable
+        on the Hub raises `text4seg.infer.sources.ModelSourceError` (an OSError) at once. Settings saved
+        as text4seg.json (`save_settings`: grid, target label, answer sentences, question, upsampling,
+        background bias) beside the base model (folder or Hub repository) and beside the adapter (whose
+        values win) are the defaults; keywords given here (and not None) win over both. An invalid
+        text4seg.json raises ValueError naming the file, before the model loads.
         """
         from text4seg.models.loading import load_model_and_processor
 
-        kwargs = {**load_settings(path_or_id), **{k: v for k, v in kwargs.items() if v is not None}}
+        check_sources(path_or_id, adapter)
+        settings = saved_settings(path_or_id, adapter)
+        kwargs = {**settings, **{k: v for k, v in kwargs.items() if v is not None}}
         model, processor = load_model_and_processor(
             path_or_id, dtype=dtype, adapter=adapter, trust_remote_code=trust_remote_code
         )
@@ -239,11 +272,39 @@ class Segmenter:
         return self._compiler
 
     def query(self, target: Target) -> Query:
-        """The question and label set for a referring expression or a class list."""
+        """The question and label set for a referring expression or a class list.
+
+        Raises ValueError for a target `make_query` refuses, or one the model's context cannot hold."""
         query = make_query(target, self.fmt, self.question)
         if self.target_label is not None and query.task == "refer":
-            return replace(query, labels=(self.fmt.background, self.target_label))
+            query = replace(query, labels=(self.fmt.background, self.target_label))
+        self._check_context(query)
         return query
+
+    def _tokens(self, text: str) -> int:
+        """How many tokens the tokenizer writes `text` in (cached)."""
+        if text not in self._token_counts:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            self._token_counts[text] = len(ids)
+        return self._token_counts[text]
+
+    def _run_tokens(self, labels: Sequence[str]) -> int:
+        """Tokens of the longest run `{label} *{cols}| ` (one more for a token across run boundaries)."""
+        cols = self.fmt.grid[1]
+        fmt = self.fmt
+        return max(self._tokens(f"{label}{fmt.count_sep}{cols}{fmt.run_sep}") for label in labels) + 1
+
+    def _check_context(self, query: Query) -> None:
+        if self.context_length is None:
+            return
+        question = self._tokens(query.question)
+        answer = self.fmt.grid[0] * self._run_tokens(query.labels)
+        if question + answer > self.context_length:
+            raise ValueError(
+                f"the {'expression' if query.task == 'refer' else 'class list'} is too long for this model: "
+                f"the question ({question} tokens) and an answer naming the label once per row "
+                f"({answer} tokens) exceed its context of {self.context_length} tokens"
+            )
 
     def settings(self) -> dict[str, Any]:
         """The settings a model's answers depend on (what `save_settings` writes)."""
@@ -271,23 +332,36 @@ class Segmenter:
         """The compiled (cached) grammar for a query."""
         return self.compiler.compile(self.fmt, query.labels, sentences=self._sentences(query))
 
-    def token_budget(self, query: Query) -> int:
-        """Most tokens a well-formed answer can take (a byte bound; one token holds at least one byte)."""
+    def token_budget(self, query: Query, prompt_length: int | None = None) -> int:
+        """`max_new_tokens` for a query: the given one, else a bound on a well-formed answer computed from
+        the grid and the tokenized labels (every cell its own run of the longest label, one token of slack
+        per run and row, the longest allowed sentence and the tags); capped by the room the model's
+        context leaves after a prompt of `prompt_length` tokens. ValueError when no room is left."""
         if self.max_new_tokens is not None:
-            return int(self.max_new_tokens)
-        rows, cols = self.fmt.grid
-        longest = max(len(label.encode()) for label in query.labels)
-        run = longest + len(self.fmt.count_sep.encode()) + len(str(cols)) + len(self.fmt.run_sep.encode())
-        body = rows * cols * run + rows * len(self.fmt.row_sep.encode()) + len(self.fmt.end.encode())
+            budget = int(self.max_new_tokens)
+        else:
+            rows, cols = self.fmt.grid
+            fmt = self.fmt
+            body = rows * cols * self._run_tokens(query.labels) + rows * (self._tokens(fmt.row_sep) + 1)
+            tags = self._tokens(fmt.open_tag) + self._tokens(fmt.close_tag) + self._tokens(fmt.end) + 2
+            budget = body + self._sentence_tokens(query) + tags
+        if self.context_length is None or prompt_length is None:
+            return budget
+        room = self.context_length - int(prompt_length)
+        if room < 1:
+            raise ValueError(
+                f"the prompt takes {prompt_length} tokens, the model's whole context of {self.context_length}: "
+                "no room is left for an answer (use a smaller image or a shorter question)"
+            )
+        return min(budget, room)
+
+    def _sentence_tokens(self, query: Query) -> int:
         sentences = self._sentences(query)
-        if sentences is None:
+        if sentences is None:  # a free sentence: bounded in characters, and a token holds at least one byte
             from text4seg.infer.constrain import DEFAULT_MAX_SENTENCE_CHARS
 
-            sentence = 4 * DEFAULT_MAX_SENTENCE_CHARS + 1
-        else:
-            sentence = max((len(s.encode()) for s in sentences), default=0) + 1
-        tags = len(self.fmt.open_tag.encode()) + len(self.fmt.close_tag.encode())
-        return body + sentence + tags + 2
+            return 4 * DEFAULT_MAX_SENTENCE_CHARS + 1
+        return max((self._tokens(s) for s in sentences), default=0) + 2
 
     def _encode(self, images: list[Image.Image], queries: list[Query]) -> Any:
         prompts = [registry.render_prompt(self.processor, q.question) for q in queries]
@@ -368,7 +442,7 @@ class Segmenter:
         prompt_len = int(enc["input_ids"].shape[1])
         kwargs: dict[str, Any] = {
             "do_sample": False,
-            "max_new_tokens": max(self.token_budget(q) for q in queries),
+            "max_new_tokens": max(self.token_budget(q, prompt_len) for q in queries),
             "eos_token_id": self.eos_ids,
             "pad_token_id": self.pad_id,
         }

@@ -1,0 +1,111 @@
+"""Model sources checked before loading (folders, the local HF cache, the Hub) and text4seg.json beside them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from text4seg.infer import sources
+from text4seg.infer.sources import ModelSourceError, asking_beside, check_source, saved_settings
+
+
+@pytest.fixture()
+def hf_home(tmp_path, monkeypatch):
+    """An empty HF_HOME, offline; `cached_repo` fills it by hand in the Hub cache layout."""
+    home = tmp_path / "hf_home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+def cached_repo(home, repo_id: str, files: dict[str, str], revision: str = "0123abcd") -> None:
+    """models--org--name/snapshots/<rev>/<files> and refs/main, as huggingface_hub writes them."""
+    repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for name, text in files.items():
+        (snapshot / name).write_text(text)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_local_paths_fail_at_once(tmp_path, hf_home):
+    check_source(tmp_path)  # a folder is fine
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(ModelSourceError, match="is a file"):
+        check_source(tmp_path / "weights.bin")
+    with pytest.raises(ModelSourceError, match=r"runs/x/final: no such folder \(and not a Hugging Face"):
+        check_source("runs/x/final")
+    with pytest.raises(ModelSourceError, match="adapter ./ckpt: no such folder"):
+        check_source("./ckpt", "adapter")
+
+
+def test_hub_ids_need_the_cache_when_offline(hf_home):
+    with pytest.raises(ModelSourceError, match="not in the local Hugging Face cache .HF_HUB_OFFLINE is set"):
+        check_source("org/not-cached")
+    cached_repo(hf_home, "org/cached", {"config.json": "{}"})
+    check_source("org/cached")
+    with pytest.raises(ModelSourceError, match="org/cached: no such folder"):  # no adapter_config.json
+        check_source("org/cached", "adapter", probe="adapter_config.json")
+
+
+def test_an_unreachable_hub_fails_in_seconds(hf_home, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    sources._reachable.cache_clear()
+    started = time.perf_counter()
+    with pytest.raises(ModelSourceError, match="cannot be reached"):
+        check_source("org/name")
+    assert time.perf_counter() - started < sources.HUB_PROBE_TIMEOUT_S + 1
+    assert sources.hub_file("org/name", "text4seg.json") is None  # settings: none, without retries
+
+
+def test_settings_from_a_cached_hub_repository(hf_home):
+    cached_repo(hf_home, "org/model", {"config.json": "{}", "text4seg.json": '{"grid": [24, 24]}'})
+    assert asking_beside("org/model").grid == (24, 24)
+    assert saved_settings("org/model") == {"grid": (24, 24)}
+    cached_repo(hf_home, "org/plain", {"config.json": "{}"})
+    assert saved_settings("org/plain") == {}
+    cached_repo(hf_home, "org/bad", {"text4seg.json": '{"grid": 10000}'})
+    with pytest.raises(ValueError, match=r"models--org--bad.*text4seg.json: grid must be"):
+        saved_settings("org/bad")
+
+
+def _folder(path, settings=None, adapter_of=None):
+    path.mkdir(parents=True)
+    if settings is not None:
+        (path / "text4seg.json").write_text(json.dumps(settings))
+    if adapter_of is not None:
+        (path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(adapter_of)}))
+    return path
+
+
+def test_the_adapters_settings_win_over_the_bases(tmp_path, hf_home):
+    base = _folder(tmp_path / "base", {"grid": [5, 5], "target_label": "base", "answer_sentences": "none"})
+    adapter = _folder(tmp_path / "final", {"target_label": "target"}, adapter_of=base)
+    expected = {"grid": (5, 5), "target_label": "target", "answer_sentences": "none"}
+    assert saved_settings(base, adapter) == expected
+    assert saved_settings(adapter) == expected  # an adapter folder given as the model: its base first
+    checkpoint = _folder(tmp_path / "checkpoints" / "checkpoint-40", {"grid": [8, 8]}, adapter_of=base)
+    (checkpoint / "optimizer.bin").write_bytes(b"\0")
+    assert saved_settings(checkpoint)["grid"] == (8, 8)
+    bare = _folder(tmp_path / "bare", adapter_of=base)
+    assert saved_settings(bare)["target_label"] == "base"
+    cached_repo(hf_home, "org/base", {"text4seg.json": '{"grid": [32, 32], "upsample": "nearest"}'})
+    assert saved_settings("org/base", adapter) == {
+        "grid": (32, 32),
+        "upsample": "nearest",
+        "target_label": "target",
+    }
