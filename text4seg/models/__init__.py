@@ -12,9 +12,12 @@ __all__ = [
     "ARCHS",
     "arch_facts",
     "build_tiny",
+    "convert_llava_original",
     "end_of_turn",
     "find_parts",
+    "hidden_share",
     "load_model_and_processor",
+    "make_visible",
     "render_prompt",
     "stop_token_ids",
     "unwrap_model",
@@ -30,6 +33,9 @@ _LAZY = {
     "arch_facts": "text4seg.models.registry",
     "stop_token_ids": "text4seg.models.registry",
     "unwrap_model": "text4seg.models.unwrap",
+    "hidden_share": "text4seg.models.preprocess",
+    "make_visible": "text4seg.models.preprocess",
+    "convert_llava_original": "text4seg.models.convert",
 }
 
 
