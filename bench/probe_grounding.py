@@ -8,9 +8,11 @@
    target about 1/k of the time.
 2. Swap: teacher-forced answer loss of test records with their own question, and with the question of
    another shape of the same image (same image, same descriptor). Equal losses mean the expression is
-   not read at all. For a run trained with `answer_prefix`, the answer opens with the colour and kind
-   of the question asked, so that the difference lies in the descriptor.
+   not read at all. For a run trained with answers opening with colour and kind (`demo.answer: prefix`),
+   the swapped answer opens with the colour and kind of the question asked, so that the difference lies
+   in the descriptor.
 
+Both read the records the run trained on, as it saved them (RUN_DIR/data/records, answers included).
 Run: `.venv/bin/python bench/probe_grounding.py RUN_DIR [IMAGES]`, RUN_DIR a `text4seg demo --out`
 folder; IMAGES (default 80) bounds the swap probe.
 """
@@ -23,6 +25,15 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
+
+RECORDS = "data/records"
+"""Where a demo run saved the records it trained on (examples/demo/prepare.py)."""
+
+
+def answer_form(run_dir: str) -> str:
+    """The answer form the run trained on (`demo.answer` in its report.json: prefix, block or sentence)."""
+    report = json.loads(open(f"{run_dir}/report.json", encoding="utf-8").read())
+    return report["config"]["demo"]["answer"]
 
 
 def _colour(image: np.ndarray, mask: np.ndarray) -> str:
@@ -40,7 +51,7 @@ def hits(run_dir: str) -> dict[int, Counter]:
     from text4seg.data.masks import decode_segmentation
     from text4seg.protocol.records import ground_truth
 
-    records = datasets.load_from_disk(f"{run_dir}/data/refcoco")["test"]
+    records = datasets.load_from_disk(f"{run_dir}/{RECORDS}")["test"]
     instances = json.loads(open(f"{run_dir}/data/source/instances.json", encoding="utf-8").read())
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ann in instances["annotations"]:
@@ -97,19 +108,18 @@ def hits(run_dir: str) -> dict[int, Counter]:
 
 def swap(run_dir: str, images: int) -> tuple[float, float, int]:
     """(mean loss with own question, mean loss with another shape's question, pairs)."""
+    import datasets
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from text4seg.demo import load_run_split, run_config
     from text4seg.models import registry
     from text4seg.train.collate import Collator
     from text4seg.train.loss import answer_loss
 
     model = AutoModelForImageTextToText.from_pretrained(f"{run_dir}/model").eval()
     processor = AutoProcessor.from_pretrained(f"{run_dir}/model")
-    trained = run_config(run_dir)
-    records = load_run_split(run_dir, "test", trained)
-    prefixed = trained.answer_prefix
+    records = datasets.load_from_disk(f"{run_dir}/{RECORDS}")["test"]
+    prefixed = answer_form(run_dir) == "prefix"
     groups: dict[int, list[int]] = defaultdict(list)
     for index, source in enumerate(records["source"]):
         groups[int(source["image_id"])].append(index)

@@ -7,7 +7,7 @@ can look good by continuing an object once the previous row holds it; at the fir
 cannot, so this AUC measures localisation itself (0.5 = chance).
 
 Run: `.venv/bin/python bench/probe_localisation.py RUN_DIR [N]`, where RUN_DIR is a `text4seg demo --out`
-folder (it reads RUN_DIR/model and the test split of RUN_DIR/data/refcoco).
+folder (it reads RUN_DIR/model and the test split of the records the run trained on, RUN_DIR/data/records).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 def first_row_scores(run_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(P(object row), is object row) for every row up to each record's first object row."""
+    import datasets
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -27,9 +28,8 @@ def first_row_scores(run_dir: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 
     processor = AutoProcessor.from_pretrained(f"{run_dir}/model")
     model = AutoModelForImageTextToText.from_pretrained(f"{run_dir}/model").eval()
-    from text4seg.demo import load_run_split
 
-    records = load_run_split(run_dir, "test")
+    records = datasets.load_from_disk(f"{run_dir}/data/records")["test"]
     tok = processor.tokenizer
     background = sorted(
         {

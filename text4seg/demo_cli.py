@@ -1,78 +1,59 @@
-"""`text4seg demo`: train a tiny model on synthetic shapes within minutes on the CPU and report how well it segments."""
+"""`text4seg demo`: run the demo example (examples/demo of a source checkout) — a tiny model learns
+synthetic referring segmentation on the CPU. The demo is an example, not part of the library: this
+command only finds it and runs it."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 from pathlib import Path
+from types import ModuleType
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+"""The source checkout's examples folder (absent when text4seg is installed from a wheel)."""
+
+
+def demo_module(examples: Path | None = None) -> ModuleType | None:
+    """The example's `demo.run` module (from `examples`, by default `EXAMPLES`), or None when
+    `examples/demo` is not there."""
+    examples = EXAMPLES if examples is None else examples
+    if not (examples / "demo" / "run.py").is_file():
+        return None
+    if str(examples) not in sys.path:
+        sys.path.insert(0, str(examples))
+    return importlib.import_module("demo.run")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `demo` sub-command."""
+    """Add the `demo` sub-command (its options are the example's own)."""
+    module = demo_module()
+    # without the example, every word after `demo` (options included) is taken, to answer with the error
     parser = subparsers.add_parser(
         "demo",
         help="learn synthetic referring segmentation with a tiny model on the CPU (about 12 minutes)",
         description=(
-            "Builds a synthetic shapes dataset, fine-tunes a tiny random-initialised model for at most "
-            "--minutes, evaluates held-out expressions and writes report.json, predictions.png, loss.png "
-            "and the model (OUT/model, loadable by `text4seg predict`)."
+            "Runs examples/demo: builds a synthetic shapes dataset (OUT/data/records, the records trained "
+            "on), fine-tunes a tiny random-initialised model for at most --minutes, evaluates held-out "
+            "expressions and writes report.json, predictions.png, loss.png and the model (OUT/model, "
+            "loadable by `text4seg predict`). Settings: examples/demo/recipe.yaml and demo.yaml."
         ),
+        **({} if module else {"prefix_chars": "\0", "add_help": False}),
     )
-    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    parser.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default 10)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of data, model and training (default 0)")
-    parser.add_argument(
-        "--num-images", type=int, default=None, help="synthetic images to draw (default 6000)"
-    )
-    parser.add_argument(
-        "--eval-samples",
-        type=int,
-        default=None,
-        help="held-out expressions to score, drawn across the test split (default 500)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default 2, at most the CPU count; 1 when another run shares the CPU)",
-    )
-    parser.add_argument(
-        "--no-constrained", action="store_true", help="evaluate with free generation instead of the grammar"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any DemoConfig field (YAML value), e.g. --set merge=2 --set lr=0.006; repeatable",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if module is None:
+        parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    else:
+        module.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from text4seg.demo import DemoConfig, apply_overrides, format_summary, run_demo
-
-    cfg = DemoConfig()
-    try:
-        apply_overrides(cfg, args.overrides)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from err
-    for name, key in (
-        ("minutes", "minutes"),
-        ("seed", "seed"),
-        ("num_images", "num_images"),
-        ("eval_samples", "eval_samples"),
-        ("threads", "threads"),
-    ):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(cfg, key, value)
-    if args.minutes is not None and args.minutes <= 0:
-        raise SystemExit("error: --minutes must be > 0")
-    cfg.constrained = not args.no_constrained
-    result = run_demo(args.out, cfg, progress=not args.quiet)
-    print(format_summary(result.report))
-    for name, path in result.files.items():
-        print(f"  {name}: {path}")
-    return 0
+    module = demo_module()
+    if module is None:
+        print(
+            f"text4seg demo: the demo example is not installed ({EXAMPLES / 'demo'} not found); "
+            "run it from a source checkout of text4seg (git clone, then `make demo`)",
+            file=sys.stderr,
+        )
+        return 2
+    return module.run_from_args(args)

@@ -85,18 +85,20 @@ def test_02_datasets(tmp_path):
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory):
     """An untrained demo model saved like `text4seg demo` saves it (the notebook only needs to load it)."""
-    from text4seg.demo import DemoConfig, make_data, make_model
+    from text4seg.demo_cli import demo_module
+
+    demo_module()  # the example lives in the checkout's examples/ (put on sys.path)
+    from demo.model import make_model
+    from demo.prepare import asking_of, load_records, prepare
+    from demo.settings import load
 
     out = tmp_path_factory.mktemp("demo_model")
-    cfg = DemoConfig(num_images=8)
-    data = make_data(cfg, out, progress=False)
-    model, processor = make_model(cfg, data["train"], out / "processor")
+    config, demo = load(["demo.num_images=8", "demo.curriculum=2", "demo.color_stage=2"])
+    prepare(out, config, demo, progress=False)
+    model, processor = make_model(config, demo, load_records(out, "train"))
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
-    from text4seg.infer import Segmenter
-
-    settings = Segmenter(model, processor, answer_sentences="none", target_label=cfg.target_label)
-    settings.save_settings(out / "model")
+    asking_of(demo).save(out / "model")
     return out / "model"
 
 
