@@ -65,11 +65,14 @@ def _load_coco(request: SourceRequest, files: list[Path]) -> list[Source]:
     ]
 
 
-def _refer_files(request: SourceRequest) -> list[Path]:
-    if len(request.ann_files) != 1:
-        raise ValueError(f"this kind takes one annotation file, got {len(request.ann_files)}")
-    ann = request.ann_files[0]
-    return [ann, request.instances or ann.parent / "instances.json"]
+def _refer_files(kind: str) -> Callable[[SourceRequest], list[Path]]:
+    def input_files(request: SourceRequest) -> list[Path]:
+        if len(request.ann_files) != 1:
+            raise ValueError(f"{kind} takes one annotation file, got {len(request.ann_files)}")
+        ann = request.ann_files[0]
+        return [ann, request.instances or ann.parent / "instances.json"]
+
+    return input_files
 
 
 def _refer_loader(kind: str) -> Callable[[SourceRequest, list[Path]], list[Source]]:
@@ -106,7 +109,7 @@ SOURCES: dict[str, SourceKind] = {
         "refs(unc).p",
         False,
         ("instances",),
-        _refer_files,
+        _refer_files("refcoco"),
         _refer_loader("refcoco"),
     ),
     "grefcoco": SourceKind(
@@ -115,7 +118,7 @@ SOURCES: dict[str, SourceKind] = {
         "grefs(unc).json",
         False,
         ("instances",),
-        _refer_files,
+        _refer_files("grefcoco"),
         _refer_loader("grefcoco"),
     ),
 }
