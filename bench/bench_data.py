@@ -90,6 +90,28 @@ def _stats(values: list[int]) -> str:
     return f"{arr.mean():.0f} | {np.median(arr):.0f} | {np.percentile(arr, 95):.0f} | {arr.max()}"
 
 
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _storage_rows(paths, anns: dict, built: dict) -> list[str]:
+    """Bytes on disk of each record set built with images embedded (the default) and stored once."""
+    rows = []
+    for kind in ("coco", "refcoco", "grefcoco"):
+        out = WORK / f"{kind}_folder"
+        start = time.perf_counter()
+        result = build(kind, anns[kind], paths.images, out, BuildConfig(image_store="folder", progress=False))
+        seconds = time.perf_counter() - start
+        embed, once = _folder_bytes(built[kind].out_dir), _folder_bytes(out)
+        images = result.report["images_stored"]
+        rows.append(
+            f"| {kind} | {result.report['records_total']} | {images} | {embed / 2**20:.1f} | {once / 2**20:.1f} "
+            f"| {embed / once:.1f}× | {seconds:.2f} |"
+        )
+        print(f"{kind}: embed {embed / 2**20:.1f} MiB, folder {once / 2**20:.1f} MiB", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--num-images", type=int, default=2000)
@@ -140,6 +162,8 @@ def main() -> None:
         print(
             f"records phase num_proc={num_proc}: wall {wall:.2f} s, cpu main {main_cpu:.2f} s, workers {workers_cpu:.2f} s"
         )
+
+    storage_rows = _storage_rows(paths, anns, built)
 
     rng = np.random.default_rng(0)
     train = [r for kind in ("coco", "refcoco", "grefcoco") for r in built[kind].dataset["train"]]
@@ -209,6 +233,17 @@ def main() -> None:
         "| num_proc | wall s | CPU s, main process | CPU s, workers |",
         "|---|---|---|---|",
         *[f"| {n} | {wall:.2f} | {main:.2f} | {workers:.2f} |" for n, wall, main, workers in cpu_rows],
+        "",
+        "### Images embedded in every record or stored once (`--image-store folder`)",
+        "",
+        "Bytes on disk of the build folder. Embedded (default): `save_to_disk` stores each record's image bytes, "
+        "so an image with several sentences or questions is stored that many times. Folder: each image once in "
+        "OUT/images, records hold paths relative to OUT (read back with `text4seg.data.load_records`). "
+        f"Source images: {_folder_bytes(paths.images) / 2**20:.1f} MiB.",
+        "",
+        "| source | records | images stored | embedded MiB | folder MiB | ratio | folder build s |",
+        "|---|---|---|---|---|---|---|",
+        *storage_rows,
         "",
         f"### Answer length in tokens (held-out val+test answers, random sample of n = {len(held_out)})",
         "",
