@@ -80,3 +80,23 @@ def test_bad_inputs_raise_clear_errors():
         mask_to_grid(np.zeros((3, 3)), 0)
     with pytest.raises(ValueError, match="integers"):
         label_map_to_grid(np.zeros((3, 3), float), 4)
+
+
+def test_output_sizes_above_max_pixels_are_refused_before_allocating():
+    from text4seg.codec import MAX_PIXELS, as_image_size
+
+    grid = np.eye(16, dtype=np.int32)
+    huge = (2**14, 2**14 + 1)
+    assert huge[0] * huge[1] > MAX_PIXELS
+    for method in ("nearest", "bilinear", "guided"):
+        with pytest.raises(ValueError, match="MAX_PIXELS") as info:
+            t4s.grid_to_mask(grid, huge, method, image=np.zeros((4, 4, 3), np.uint8))
+        assert "16384×16385" in str(info.value)
+    d = t4s.decode(t4s.encode_mask(np.eye(32, dtype=bool), "line"))
+    with pytest.raises(ValueError, match="MAX_PIXELS"):
+        d.to_mask(huge)
+    with pytest.raises(ValueError, match="MAX_PIXELS"):
+        d.mask(huge, "no such label")
+    assert as_image_size((2**13, 2**14)) == (8192, 16384)
+    with pytest.raises(ValueError, match="positive"):
+        as_image_size((0, 5))

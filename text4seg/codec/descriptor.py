@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .format import TEXT4SEG, DescriptorFormat, check_label
-from .grid import DownMethod, UpMethod, grid_to_mask, label_map_to_grid, mask_to_grid
+from .grid import DownMethod, UpMethod, as_image_size, grid_to_mask, label_map_to_grid, mask_to_grid
 from .rrle import DescriptorParseError, Repair, grid_to_text, parse_lenient, parse_strict
 
 
@@ -84,22 +85,35 @@ class Descriptor:
         """True when every cell is background (a no-target answer)."""
         return not bool(self.grid.any())
 
-    def to_mask(self, size: tuple[int, int], method: UpMethod = "bilinear") -> np.ndarray:
+    def to_mask(
+        self, size: tuple[int, int], method: UpMethod = "bilinear", *, image: Any = None, **guided: float
+    ) -> np.ndarray:
         """The grid at image size `(height, width)`: a bool mask when at most one foreground label is in
-        play, else an int32 label map (values index `labels`)."""
-        if len(self.labels) <= 2:
-            return grid_to_mask(self.grid, size, method, label=1)
-        return grid_to_mask(self.grid, size, method)
+        play, else an int32 label map (values index `labels`).
+
+        `method="guided"` needs `image`, the image the mask is for (H×W×3 array or PIL image), and
+        makes outlines follow its edges; `radius`/`eps` may be given (see `grid_to_mask`).
+        """
+        label = 1 if len(self.labels) <= 2 else None
+        return grid_to_mask(self.grid, size, method, label=label, image=image, **guided)
 
     def mask(
-        self, size: tuple[int, int], label: str | None = None, method: UpMethod = "bilinear"
+        self,
+        size: tuple[int, int],
+        label: str | None = None,
+        method: UpMethod = "bilinear",
+        *,
+        image: Any = None,
+        **guided: float,
     ) -> np.ndarray:
-        """Bool mask at `(height, width)` of one label, or of every non-background cell when `label` is None."""
+        """Bool mask at `(height, width)` of one label, or of every non-background cell when `label` is
+        None (`method`, `image` as in `to_mask`)."""
         if label is None:
-            return grid_to_mask((self.grid != 0).astype(np.int32), size, method, label=1)
+            grid = (self.grid != 0).astype(np.int32)
+            return grid_to_mask(grid, size, method, label=1, image=image, **guided)
         if label not in self.labels:
-            return np.zeros(tuple(int(v) for v in size), dtype=bool)
-        return grid_to_mask(self.grid, size, method, label=self.labels.index(label))
+            return np.zeros(as_image_size(size), dtype=bool)
+        return grid_to_mask(self.grid, size, method, label=self.labels.index(label), image=image, **guided)
 
     def to_text(self) -> str:
         """Well-formed descriptor text for this grid (what the repaired text should have been)."""

@@ -1,24 +1,43 @@
 """Pixels <-> label grids: downsampling a mask or label map to g×g cells, and back to image size.
 
 All resampling here is separable and written as small weight matrices, so a 640×480 mask costs two
-matrix products. Conventions: a grid is a 2-D integer array, 0 is the background, value v names
+matrix products; image-guided upsampling (`method="guided"`) lives in `guided.py`. Conventions: a grid is a 2-D integer array, 0 is the background, value v names
 `labels[v]`; a box is `(x0, y0, x1, y1)` in pixels with `x1`, `y1` exclusive.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from .format import as_grid_size
 
 DownMethod = Literal["nearest", "area"]
-UpMethod = Literal["nearest", "bilinear"]
+UpMethod = Literal["nearest", "bilinear", "guided"]
 
 DOWN_METHODS: tuple[str, ...] = ("nearest", "area")
-UP_METHODS: tuple[str, ...] = ("nearest", "bilinear")
+UP_METHODS: tuple[str, ...] = ("nearest", "bilinear", "guided")
+
+MAX_PIXELS = 2**27
+"""The largest mask or label map (height × width, 134,217,728 pixels: 16384×8192, beyond any photo a
+segmenter is given) that `grid_to_mask` and `Descriptor.to_mask` make; a larger size raises ValueError
+before anything is allocated. At the limit a bool mask takes 128 MiB and bilinear upsampling a
+512 MiB float32 intermediate."""
+
+
+def as_image_size(size: tuple[int, int]) -> tuple[int, int]:
+    """`(height, width)` as ints, refusing non-positive sizes and sizes above `MAX_PIXELS`."""
+    height, width = (int(v) for v in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {size!r}")
+    if height * width > MAX_PIXELS:
+        raise ValueError(
+            f"size {height}×{width} is {height * width:,} pixels, above MAX_PIXELS = {MAX_PIXELS:,}"
+        )
+    return height, width
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -135,34 +154,75 @@ def grid_to_mask(
     size: tuple[int, int],
     method: UpMethod = "bilinear",
     label: int | None = None,
+    *,
+    image: Any = None,
+    radius: float | None = None,
+    eps: float | None = None,
 ) -> np.ndarray:
-    """Upsample a grid to an image of `size = (height, width)`.
+    """Upsample a grid to an image of `size = (height, width)` (at most `MAX_PIXELS`).
 
     With `label` given (or a grid holding only 0/1), returns an H×W bool mask; otherwise an H×W
     int32 label map. `nearest` paints each cell as a block; `bilinear` interpolates each label's
     indicator between cell centres and takes the argmax (threshold 0.5 for one label), which gives
-    smoother, more accurate outlines: it is the default because it scored higher round-trip IoU in
-    `bench/bench_codec.py` at every grid size measured (see BENCHMARKS.md).
+    smoother, more accurate outlines than `nearest` (`bench/bench_codec.py`). `guided` filters each
+    bilinear indicator with the guided filter, `image` as guide (the H×W×3 or H×W image the mask is
+    for, or any array-like such as a PIL image; other methods ignore it), so outlines follow the
+    image's edges; `radius` (in cells) and `eps` default to the measured `GUIDED_RADIUS` and
+    `GUIDED_EPS` (see `text4seg.codec.guided` and bench/results/upsample.md).
     """
     grid = _check_2d(grid, "grid").astype(np.int64)
-    height, width = (int(v) for v in size)
-    if height < 1 or width < 1:
-        raise ValueError(f"size must be positive, got {size!r}")
+    height, width = as_image_size(size)
+    if method not in UP_METHODS:
+        raise ValueError(f"unknown upsampling method {method!r}; use one of {UP_METHODS}")
+    if method == "guided" and image is None:
+        raise ValueError("method='guided' needs the image the mask is for: pass image=")
     binary = label is not None or grid.max(initial=0) <= 1
-    if binary:
-        target = grid == (1 if label is None else label)
+    target = grid == (1 if label is None else label)
     if method == "nearest":
         rows, cols = _pixels_per_cell(height, grid.shape[0]), _pixels_per_cell(width, grid.shape[1])
         source = target if binary else grid.astype(np.int32)
         return np.repeat(np.repeat(source, rows, axis=0), cols, axis=1)
-    if method != "bilinear":
-        raise ValueError(f"unknown upsampling method {method!r}; use one of {UP_METHODS}")
-    wy, wx = _bilinear_weights(height, grid.shape[0]), _bilinear_weights(width, grid.shape[1])
     if binary:
-        return (wy @ (target.astype(np.float32) @ wx.T)) >= 0.5
-    values = np.unique(grid)
-    scores = np.stack([wy @ ((grid == v).astype(np.float32) @ wx.T) for v in values])
-    return values[np.argmax(scores, axis=0)].astype(np.int32)
+        grid, values = target.astype(np.int64), np.array([1])
+    else:
+        values = np.unique(grid)
+    scores = _scores(grid, (height, width), values, method, image, radius, eps)
+    if binary:
+        return next(scores)[1] >= 0.5
+    return _argmax(scores, (height, width))
+
+
+def _scores(
+    grid: np.ndarray,
+    size: tuple[int, int],
+    values: np.ndarray,
+    method: str,
+    image: Any,
+    radius: float | None,
+    eps: float | None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """`(value, H×W score)` per value: its indicator interpolated (bilinear) or also filtered (guided)."""
+    if method == "guided":
+        from . import guided
+
+        radius = guided.GUIDED_RADIUS if radius is None else radius
+        eps = guided.GUIDED_EPS if eps is None else eps
+        yield from guided.guided_scores(grid, image, size, values, radius, eps)
+        return
+    wy, wx = _bilinear_weights(size[0], grid.shape[0]), _bilinear_weights(size[1], grid.shape[1])
+    for value in values:
+        yield int(value), wy @ ((grid == value).astype(np.float32) @ wx.T)
+
+
+def _argmax(scores: Iterator[tuple[int, np.ndarray]], size: tuple[int, int]) -> np.ndarray:
+    """The value of the highest score at each pixel (the first value on ties), one map in memory at a time."""
+    best_value = np.zeros(size, dtype=np.int32)
+    best = np.full(size, -np.inf, dtype=np.float32)
+    for value, score in scores:
+        better = score > best
+        best_value[better] = value
+        np.maximum(best, score, out=best)
+    return best_value
 
 
 def mask_to_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
