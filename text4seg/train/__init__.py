@@ -3,7 +3,10 @@
     from text4seg.train import load_config, train
     result = train(load_config("recipes/tiny_cpu.yaml", ["loop.max_steps=20"]), train_dataset=records)
 
-Torch and transformers are imported only when `train` runs.
+Torch and transformers are imported only when `train` runs. The modules, one job each: `config` (recipes and
+overrides), `data` (datasets checked before a model loads, loaders), `collate` (answer-only labels), `setup`
+(model, PEFT, optimizer, schedule, Accelerator), `loop` (the steps), `loss`, `checkpoints` (atomic save,
+resume from the newest intact one), `final` (final/, merged/ and text4seg.json), `trainer` (`train`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Collator",
+    "CheckpointError",
+    "DataError",
+    "NonFiniteLossError",
     "config_from_dict",
     "load_config",
     "train",
@@ -41,7 +47,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "TrainResult"):
+    if name in ("train", "TrainResult", "CheckpointError", "DataError", "NonFiniteLossError"):
         from . import trainer
 
         return getattr(trainer, name)

@@ -26,7 +26,8 @@ def export_model(
     text4seg.json to `folder`.
 
     A LoRA run writes its adapter; a full fine-tune its weights and config, or with `weights=False` only
-    the config (a checkpoint already holds Accelerate's model.safetensors, which `from_pretrained` reads).
+    the config (a checkpoint already holds Accelerate's model.safetensors, which `from_pretrained` reads;
+    under DeepSpeed/FSDP, whose checkpoints hold sharded states instead, no config is written).
     """
     peft_model = unwrap_model(model, keep_peft=True)
     is_peft = hasattr(peft_model, "peft_config")
@@ -36,7 +37,7 @@ def export_model(
             _name_base(peft_model, base_name)
         if state_dict is not None:
             peft_model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
-        else:
+        elif (folder / "model.safetensors").is_file():
             _save_config(unwrap_model(model), folder)
         processor.save_pretrained(folder)
         asking.save(folder)
