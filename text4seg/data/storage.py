@@ -194,29 +194,10 @@ def build_report(
     }
 
 
-def _resolver(folder: Path):
-    """A `datasets` transform that turns the relative image paths of a ``folder`` build into absolute ones."""
-
-    def resolve(batch: dict[str, list]) -> dict[str, list]:
-        if "images" in batch:
-            batch["images"] = [[str(folder / value) for value in values] for values in batch["images"]]
-        return batch
-
-    return resolve
-
-
 def load_records(folder: str | Path) -> Any:
-    """The `datasets.DatasetDict` saved by a build in ``folder``, ready to read wherever the folder now is.
+    """The `datasets.DatasetDict` saved by a build in ``folder``, ready to read wherever the folder now is
+    (`text4seg.protocol.records.load_records`: the image paths of a build that stores each image once are
+    relative to the folder and resolved as records are read)."""
+    from text4seg.protocol.records import load_records as load
 
-    For a build made with ``image_store="folder"`` the ``images`` column holds paths relative to the
-    build folder; they are resolved against ``folder`` as records are read (a `datasets` transform,
-    nothing is rewritten). Other builds are returned as `datasets.load_from_disk` gives them."""
-    from datasets import load_from_disk
-
-    folder = Path(folder).resolve()
-    dataset = load_from_disk(str(folder))
-    report = read_report(folder) or {}
-    if report.get("config", {}).get("image_store") == "folder":
-        for split in dataset.values():
-            split.set_transform(_resolver(folder))
-    return dataset
+    return load(folder)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -187,7 +188,9 @@ def _ignore(record: Mapping[str, Any], height: int, width: int) -> np.ndarray | 
     try:
         return decode_counts(counts, height, width)
     except Exception as err:
-        raise RecordError(f"record {record_id(record)}: ignore mask does not decode as COCO RLE ({err})") from err
+        raise RecordError(
+            f"record {record_id(record)}: ignore mask does not decode as COCO RLE ({err})"
+        ) from err
 
 
 def query_of(record: Mapping[str, Any]) -> str | list[str]:
@@ -195,3 +198,54 @@ def query_of(record: Mapping[str, Any]) -> str | list[str]:
     if record["task"] == "semantic":
         return list(record["labels"][1:])
     return str(record["expression"])
+
+
+# -- reading a saved dataset ------------------------------------------------------------------------
+def load_records(folder: str | Path) -> Any:
+    """The `datasets.DatasetDict` (or `Dataset`) saved in ``folder``, readable wherever the folder now is.
+
+    Image values that are relative path strings (builds that store each image once, under the dataset
+    folder) are resolved against ``folder`` as records are read (a `datasets` transform; nothing is
+    rewritten); a relative path that leaves the folder is refused with `RecordError`. Absolute paths and
+    embedded images are returned as stored.
+    """
+    from datasets import load_from_disk
+
+    root = Path(folder).resolve()
+    if not root.exists():
+        raise FileNotFoundError(f"dataset folder {folder} does not exist (make one with `text4seg build`)")
+    data = load_from_disk(str(root))
+    for split in data.values() if hasattr(data, "values") else [data]:
+        if _stores_paths(split):
+            split.set_transform(_resolver(root))
+    return data
+
+
+def _stores_paths(split: Any) -> bool:
+    feature = split.features.get("images")
+    inner = getattr(feature, "feature", None)
+    return getattr(inner, "dtype", None) == "string"
+
+
+def resolve_image_path(root: Path, value: str, rid: str = "?") -> str:
+    """`value` as stored in a record's `images`, resolved against the dataset folder `root` when relative."""
+    path = Path(value)
+    if path.is_absolute():
+        return value
+    resolved = (root / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise RecordError(f"record {rid}: image path {value!r} leaves the dataset folder {root}")
+    return str(resolved)
+
+
+def _resolver(root: Path):
+    def resolve(batch: dict[str, list]) -> dict[str, list]:
+        if "images" in batch:
+            ids = batch.get("id") or ["?"] * len(batch["images"])
+            batch["images"] = [
+                [resolve_image_path(root, v, rid) for v in values]
+                for values, rid in zip(batch["images"], ids, strict=True)
+            ]
+        return batch
+
+    return resolve
