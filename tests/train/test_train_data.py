@@ -50,3 +50,20 @@ def test_missing_column_and_empty_set_are_named(records, tmp_path):
         load_datasets(_config(), [])
     train, evaluation = load_datasets(_config(max_train_samples=2), records, records[:1])
     assert len(train) == 2 and len(evaluation) == 1
+
+
+def test_a_moved_build_that_stores_images_once_loads_its_images(tmp_path):
+    import shutil
+
+    from text4seg.data import make_synthetic
+    from text4seg.data.build import BuildConfig, build
+    from text4seg.train.collate import split_record
+
+    synth = make_synthetic(tmp_path / "source", num_images=2, image_size=64, seed=0)
+    config = BuildConfig(grid=8, image_store="folder", progress=False)
+    build("refcoco", synth.refs, synth.images, tmp_path / "built", config)
+    shutil.rmtree(tmp_path / "source")  # the build needs nothing of its sources any more
+    shutil.move(tmp_path / "built", tmp_path / "moved")
+    train, _ = load_datasets(_config(tmp_path / "moved", train_split="train", eval_split=None))
+    _, _, images = split_record(train[0])
+    assert images[0].size == (64, 64) and str(tmp_path / "moved") in train[0]["images"][0]

@@ -44,13 +44,14 @@ class EpochSampler:
 
 # -- datasets ----------------------------------------------------------------------------------------
 def _open_folder(path: str) -> Any:
-    """`load_from_disk(path)`, or DataError naming the folder when it is not a saved dataset."""
-    from datasets import load_from_disk
+    """The saved dataset in `path` (`protocol.records.load_records`: images stored once in the folder are
+    found wherever it now is), or DataError naming the folder when it is not a saved dataset."""
+    from text4seg.protocol.records import load_records
 
     if not Path(path).exists():
         raise DataError(f"data.path {path} does not exist (write it with `text4seg build`)")
     try:
-        return load_from_disk(path)
+        return load_records(path)
     except (FileNotFoundError, ValueError, OSError) as err:
         raise DataError(f"data.path {path} is not a saved dataset ({str(err).splitlines()[0]})") from None
 
