@@ -137,3 +137,48 @@ def test_bad_options_are_refused():
         LabelMapOptions(crop=2.0)
     with pytest.raises(ValueError, match="question_style"):
         LabelMapOptions(question_style="csv")
+
+
+@pytest.mark.parametrize("name", ["ade20k", "voc"])
+def test_the_build_command_writes_records_and_a_report_per_split(tmp_path, name, capsys):
+    from text4seg.cli import main
+    from text4seg.protocol.records import load_records
+
+    values = {"ade20k": [1, 3], "voc": [12, 15]}[name]
+    for split in ("train", "val"):
+        write_preset(
+            name, tmp_path / "root", split, {f"{split}{k}": label_values(k, values, 0) for k in range(2)}
+        )
+    out = tmp_path / "out"
+    assert (
+        main(["build", name, "--root", str(tmp_path / "root"), "--out", str(out), "--grid", "8", "--quiet"])
+        == 0
+    )
+    data = load_records(out)
+    assert {split: len(data[split]) for split in data} == {"train": 2, "val": 2}
+    report = (out / "build_report.json").read_text()
+    assert '"records_total": 4' in report
+    assert "4 semantic records" in capsys.readouterr().out
+    truth = ground_truth(data["val"][0])
+    assert truth.ignore is not None and truth.ignore[:2].all()
+
+
+def test_the_generic_command_reports_a_missing_folder_in_one_line(tmp_path, capsys):
+    from text4seg.cli import main
+
+    (tmp_path / "classes.txt").write_text("\ncat\n")
+    args = [
+        "build",
+        "labelmap",
+        "--images",
+        str(tmp_path / "none"),
+        "--labels",
+        str(tmp_path),
+        "--classes",
+        str(tmp_path / "classes.txt"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "none: not a folder" in err and "Traceback" not in err

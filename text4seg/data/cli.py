@@ -1,4 +1,4 @@
-"""`text4seg build coco|refcoco|grefcoco|synthetic`: annotation files -> training records on disk.
+"""`text4seg build coco|refcoco|grefcoco|synthetic|labelmap|<label-map preset>`: annotations -> records on disk.
 
 One subcommand per row of `text4seg.data.sources.SOURCES`, plus ``synthetic``. Bad input ends in one
 ``error:`` line naming the file, never a traceback.
@@ -11,6 +11,7 @@ import pickle
 import sys
 from pathlib import Path
 
+from . import labelmap_cli
 from .sources import SOURCES, SourceKind
 
 KINDS = tuple(SOURCES)
@@ -112,6 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="record sets to build")
     _add_common(synth)
     synth.set_defaults(func=run_synthetic)
+    labelmap_cli.register(kinds, _grid)
 
 
 def _config(args: argparse.Namespace):

@@ -346,6 +346,69 @@ def preset(name: str, root: str | Path, split: str) -> LabelMapSet:
     return PRESETS[name](Path(root), split)
 
 
+# -- writing -----------------------------------------------------------------------------------------
+def build_labelmaps(
+    sets: list[LabelMapSet],
+    options: LabelMapOptions,
+    out_dir: str | Path,
+    *,
+    strict: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Write the records of every set (one split each) to ``out_dir`` as a `datasets.DatasetDict`, with a
+    build_report.json listing each skipped pair; written atomically. Returns the report."""
+    from datasets import Dataset, DatasetDict
+    from tqdm.auto import tqdm
+
+    from text4seg.protocol.records import record_features
+
+    from .storage import SplitTables, check_out_dir, save_atomically
+
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    tables = SplitTables(record_features().arrow_schema)
+    log = IssueLog(strict)
+    for data in sets:
+        for record in tqdm(
+            iter_records(data, options, log), desc=f"{data.name}/{data.split}", disable=not progress
+        ):
+            tables.add(record)
+    dataset = DatasetDict({split: Dataset(table) for split, table in tables.finish().items()})
+    report = _report(sets, options, tables, log)
+    save_atomically(dataset, out_dir, report, quiet=not progress)
+    return report
+
+
+def _report(sets: list[LabelMapSet], options: LabelMapOptions, tables, log: IssueLog) -> dict:
+    reasons: dict[str, int] = {}
+    for issue in log.items:
+        reasons[issue.reason] = reasons.get(issue.reason, 0) + 1
+    return {
+        "kind": "labelmap",
+        "sets": [
+            {
+                "name": s.name,
+                "split": s.split,
+                "images": str(s.images),
+                "labels": str(s.labels),
+                "ignore": list(s.ignore),
+            }
+            for s in sets
+        ],
+        "config": {
+            **{k: v for k, v in options.__dict__.items() if k != "synonyms"},
+            "grid": list(options.fmt.grid),
+            "synonyms": len(options.synonyms),
+            "image_store": "embed",
+        },
+        "records": dict(sorted(tables.counts.items())),
+        "records_total": sum(tables.counts.values()),
+        "skipped_total": len(log.items),
+        "skipped_by_reason": reasons,
+        "skipped": [issue.to_dict() for issue in log.items],
+    }
+
+
 __all__ = [
     "PRESETS",
     "QUESTION_STYLES",
@@ -355,6 +418,7 @@ __all__ = [
     "LabelMapSet",
     "iter_records",
     "make_record",
+    "build_labelmaps",
     "pairs",
     "preset",
     "read_classes",
