@@ -74,3 +74,75 @@ def test_bad_records_are_reported(records):
     two_images = dict(records[0], id="bad/2", images=records[0]["images"] * 2)
     with pytest.raises(RecordError, match="bad/2.*placeholder"):
         collator([two_images])
+
+
+def _multi_turn(record: dict, rid: str = "multi/1") -> dict:
+    """`record` continued by a text-only user turn and a second assistant answer."""
+    more = [
+        {"role": "user", "content": [{"type": "text", "text": "And what colour is it?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "It is red."}]},
+    ]
+    return dict(record, id=rid, messages=[*record["messages"], *more])
+
+
+def _labelled_spans(labels: torch.Tensor) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for i, value in enumerate(labels.tolist()):
+        if value == IGNORE_INDEX:
+            continue
+        if spans and spans[-1][1] == i:
+            spans[-1] = (spans[-1][0], i + 1)
+        else:
+            spans.append((i, i + 1))
+    return spans
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_assistant_turn_of_a_conversation_is_labelled(arch, records):
+    model, processor = build_tiny(arch)
+    collator = Collator(processor, max_length=4096, answer_token_type=registry.answer_token_type(model))
+    record = _multi_turn(records[0])
+    if not registry.has_chat_template(processor):  # PaliGemma: one prefix, one suffix
+        with pytest.raises(RecordError, match="multi/1.*no chat template"):
+            collator([record])
+        return
+    batch = collator([record, records[1]])
+    tok, end = processor.tokenizer, registry.end_of_turn(processor)
+    labels, ids = batch["labels"][0], batch["input_ids"][0]
+    assert torch.equal(labels[labels != IGNORE_INDEX], ids[labels != IGNORE_INDEX])
+    spans = _labelled_spans(labels)
+    # exactly the two answers with their end tokens, in order; the user turns and the prompt are masked
+    # (the template may render an earlier answer after a space, which its tokens then carry)
+    texts = [tok.decode(ids[a:b].tolist()) for a, b in spans]
+    assert [t.lstrip() for t in texts] == [_answer(records[0]) + end, "It is red." + end]
+    assert spans[-1][1] == int(batch["attention_mask"][0].sum())
+    between = tok.decode(ids[spans[0][1] : spans[1][0]].tolist())
+    assert "And what colour is it?" in between
+    # the one-answer record in the same batch is still labelled as before
+    kept = batch["labels"][1][batch["labels"][1] != IGNORE_INDEX].tolist()
+    assert tok.decode(kept) == _answer(records[1]) + end
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k not in ("skipped", "ids")}
+        assert torch.isfinite(model(**inputs).loss)
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused(records):
+    _, processor = build_tiny("qwen2_vl")
+    processor.chat_template = (
+        "turns={{ messages | length }}\n{% for m in messages %}{{ m.role }}: "
+        "{% for c in m.content %}{% if c.type == 'text' %}{{ c.text }}{% else %}<|vision_start|><|image_pad|>"
+        "<|vision_end|>{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    with pytest.raises(RecordError, match="multi/2.*not a prefix"):
+        Collator(processor)([_multi_turn(records[0], "multi/2")])
+
+
+def test_a_text_only_conversation_needs_no_image(records):
+    _, processor = build_tiny("qwen2_vl")
+    record = _multi_turn(records[0], "text/1")
+    record["images"] = []
+    record["messages"][0] = {"role": "user", "content": [{"type": "text", "text": "Hello there."}]}
+    batch = Collator(processor)([record])
+    assert batch["ids"] == ["text/1"] and "pixel_values" not in batch
+    assert len(_labelled_spans(batch["labels"][0])) == 2

@@ -9,7 +9,17 @@ For every record (docs/RECORDS.md: `images` + `messages`, the last message being
 3. labels are -100 on every prompt token (image tokens included) and on padding.
 
 Building the sequence as `prompt ids + answer ids` makes the labelled tokens exactly the answer and the
-end token for every template (no boundary search). A record longer than `max_length` is skipped, never
+end token for every template (no boundary search).
+
+Multi-turn records (several assistant turns, e.g. `text4seg build llava` conversations) are trained on
+EVERY assistant answer: the prompt of step 1 then holds the earlier turns as the template renders them,
+and each earlier answer is located by a token-level diff: the conversation up to that answer rendered with
+`add_generation_prompt=True` (P) and the same text followed by the answer and its end token (R) are run
+through the processor with the images they mention; R must be a prefix of the prompt ids and the tokens
+after P's common prefix with R are labelled. A template whose rendering of earlier turns is not a prefix
+of the later rendering is refused with `RecordError`, as is a multi-turn record for a processor without a
+chat template (PaliGemma's prefix/suffix format has one question and one answer). Records with one
+answer take exactly the one-turn path above; no record needs masks. A record longer than `max_length` is skipped, never
 truncated (cutting through image tokens breaks the model), and its id is returned in `batch["skipped"]`.
 """
 
@@ -106,6 +116,9 @@ class Collator:
             else:
                 features[key] = value
         labels = [IGNORE_INDEX] * n_prompt + list(answer_ids)
+        history = _History(self, record, prompt_messages, prompt, images, kwargs["add_special_tokens"])
+        for start, stop in history.spans(prompt_ids[0].tolist()):
+            labels[start:stop] = prompt_ids[0, start:stop].tolist()
         return EncodedRecord(id=str(record.get("id", "?")), features=features, labels=labels)
 
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -120,6 +133,83 @@ class Collator:
         batch["skipped"] = skipped
         batch["ids"] = [e.id for e in encoded]
         return batch
+
+
+def _assistant_text(message: Mapping[str, Any]) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text") or "" for part in content if part.get("type", "text") == "text")
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class _History:
+    """The label spans of the assistant answers before the last one (see the module docstring)."""
+
+    def __init__(self, collator: Collator, record, messages, prompt, images, add_special_tokens) -> None:
+        self.collator = collator
+        self.rid = records.record_id(record)
+        self.messages = messages
+        self.prompt = prompt
+        self.images = images
+        self.add_special_tokens = add_special_tokens
+
+    def _ids(self, text: str, n_images: int) -> list[int]:
+        kwargs: dict[str, Any] = {
+            "text": [text],
+            "return_tensors": "pt",
+            "add_special_tokens": self.add_special_tokens,
+        }
+        if n_images:
+            kwargs["images"] = [self.images[:n_images]]
+        return self.collator.processor(**kwargs)["input_ids"][0].tolist()
+
+    def _fail(self, what: str) -> RecordError:
+        return RecordError(f"record {self.rid}: cannot label every assistant turn: {what}")
+
+    def spans(self, prompt_ids: list[int]) -> list[tuple[int, int]]:
+        """`(start, stop)` token spans in ``prompt_ids`` of each earlier answer and its end token."""
+        turns = [i for i, m in enumerate(self.messages) if m.get("role") == "assistant"]
+        if not turns:
+            return []
+        registry = self.collator._registry
+        if not registry.has_chat_template(self.collator.processor):
+            raise self._fail(
+                "the processor has no chat template (PaliGemma's prefix/suffix format holds one question "
+                "and one answer); split the conversation into one-answer records"
+            )
+        return [self._span(turn, prompt_ids) for turn in turns]
+
+    def _span(self, turn: int, prompt_ids: list[int]) -> tuple[int, int]:
+        registry = self.collator._registry
+        before = self.messages[:turn]
+        rendered = registry.render_prompt(self.collator.processor, before)
+        if not self.prompt.startswith(rendered):
+            raise self._fail(
+                f"the chat template renders the turns before assistant turn {turn} differently once later "
+                "turns follow (its rendering is not a prefix of the full conversation's)"
+            )
+        answer = _assistant_text(self.messages[turn]) + self.collator.end_token
+        rest = self.prompt[len(rendered) :]
+        at = rest.find(answer)
+        if at < 0 or rest[:at].strip():
+            raise self._fail(
+                f"the chat template does not render assistant turn {turn} as its text + end token"
+            )
+        n_images = records.image_placeholders(before)
+        start_ids = self._ids(rendered, n_images)
+        stop_ids = self._ids(rendered + rest[: at + len(answer)], n_images)
+        if prompt_ids[: len(stop_ids)] != stop_ids:
+            raise self._fail(f"the tokens up to assistant turn {turn}'s end are not a prefix of the prompt's")
+        return _common_prefix(start_ids, stop_ids), len(stop_ids)
 
 
 def pad_batch(items: Sequence[EncodedRecord], *, pad_id: int) -> dict[str, Any]:
