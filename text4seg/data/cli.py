@@ -1,4 +1,4 @@
-"""`text4seg build coco|refcoco|grefcoco|synthetic|labelmap|<label-map preset>`: annotations -> records on disk.
+"""`text4seg build coco|refcoco|grefcoco|synthetic|labelmap|<label-map preset>|llava`: annotations -> records on disk.
 
 One subcommand per row of `text4seg.data.sources.SOURCES`, plus ``synthetic``. Bad input ends in one
 ``error:`` line naming the file, never a traceback.
@@ -11,7 +11,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from . import labelmap_cli
+from . import conversations_cli, labelmap_cli
 from .sources import SOURCES, SourceKind
 
 KINDS = tuple(SOURCES)
@@ -114,6 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(synth)
     synth.set_defaults(func=run_synthetic)
     labelmap_cli.register(kinds, _grid)
+    conversations_cli.register(kinds)
 
 
 def _config(args: argparse.Namespace):

@@ -20,8 +20,9 @@ from .images import check_pixels
 if TYPE_CHECKING:
     from datasets import Features
 
-TASKS = ("refer", "instance", "semantic")
-"""The values of a record's `task` column."""
+TASKS = ("refer", "instance", "semantic", "conversation")
+"""The values of a record's `task` column (``conversation``: chat records without masks, trained on, never
+evaluated; `text4seg build llava`)."""
 
 
 class RecordError(ValueError):

@@ -213,19 +213,24 @@ class _History:
 
 
 def pad_batch(items: Sequence[EncodedRecord], *, pad_id: int) -> dict[str, Any]:
-    """Right-pad per-token tensors (labels with -100, mask with 0) and concatenate the image tensors."""
+    """Right-pad per-token tensors (labels with -100, mask with 0) and concatenate the image tensors.
+
+    Records without images (text-only conversations) may share a batch with records that have them: image
+    tensors are concatenated over the records that have them, a per-token tensor a record lacks is 0.
+    """
     import torch
 
     length = max(item.length for item in items)
     batch: dict[str, Any] = {}
-    for key in items[0].features:
-        values = [item.features[key] for item in items]
-        first = values[0]
-        per_token = first.dim() == 2 and first.shape[0] == 1 and first.shape[1] == items[0].length
+    for key in dict.fromkeys(key for item in items for key in item.features):
+        having = [(i, item) for i, item in enumerate(items) if key in item.features]
+        values = [item.features[key] for _, item in having]
+        first, owner = values[0], having[0][1]
+        per_token = first.dim() == 2 and first.shape[0] == 1 and first.shape[1] == owner.length
         if key in _TOKEN_KEYS or per_token:
             fill = pad_id if key == "input_ids" else 0
             out = torch.full((len(items), length), fill, dtype=first.dtype)
-            for i, v in enumerate(values):
+            for (i, _), v in zip(having, values, strict=True):
                 out[i, : v.shape[1]] = v[0]
             batch[key] = out
         else:

@@ -1,0 +1,48 @@
+"""`text4seg build llava --json FILE --images DIR --out DIR`: conversation records (LLaVA or ms-swift JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .conversations import FORMATS, ConversationSet, build_conversations
+
+
+def register(kinds: argparse._SubParsersAction) -> None:
+    """Add `llava` under `text4seg build`."""
+    parser = kinds.add_parser(
+        "llava",
+        help="conversation records from LLaVA-format or ms-swift query/response JSON",
+        description="Each item becomes a record with task 'conversation' (no masks; trained on every "
+        "assistant turn, never evaluated). Bad items are skipped and listed in build_report.json.",
+    )
+    parser.add_argument("--json", required=True, type=Path, action="append", help="JSON list (repeatable)")
+    parser.add_argument("--images", required=True, type=Path, help="folder the image paths are relative to")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (a datasets.DatasetDict)")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="llava (conversations) or swift (query/response); default: detected"
+    )
+    parser.add_argument("--split", default="train", help="split name (train)")
+    parser.add_argument("--name", default="llava", help="dataset name in record ids and source (llava)")
+    parser.add_argument(
+        "--strict", action="store_true", help="stop at the first bad item instead of skipping"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if not args.images.is_dir():
+            raise ValueError(f"{args.images}: not a folder")
+        sets = [ConversationSet(path, args.images, args.format, args.name, args.split) for path in args.json]
+        report = build_conversations(sets, args.out, strict=args.strict, progress=not args.quiet)
+    except (ValueError, OSError, RecursionError, MemoryError) as err:
+        print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        return 1
+    splits = ", ".join(f"{k}: {v}" for k, v in report["records"].items()) or "none"
+    print(f"{report['records_total']} conversation records ({splits}) -> {args.out}")
+    if report["skipped_total"]:
+        print(f"  skipped {report['skipped_total']} {report['skipped_by_reason']}; see build_report.json")
+    return 0
