@@ -98,15 +98,25 @@ def _labelled_spans(labels: torch.Tensor) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_assistant_turn_of_a_conversation_is_labelled(arch, records):
+def test_every_assistant_turn_of_a_conversation_is_labelled_beside_text_only_records(arch, records):
     model, processor = build_tiny(arch)
     collator = Collator(processor, max_length=4096, answer_token_type=registry.answer_token_type(model))
     record = _multi_turn(records[0])
-    if not registry.has_chat_template(processor):  # PaliGemma: one prefix, one suffix
+    text_only = {
+        "id": "text/0",
+        "images": [],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Say hi."}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]},
+        ],
+    }
+    if not registry.has_chat_template(processor):  # PaliGemma: one prefix (with the image), one suffix
         with pytest.raises(RecordError, match="multi/1.*no chat template"):
             collator([record])
+        with pytest.raises(RecordError, match="text/0.*text-only"):
+            collator([text_only])
         return
-    batch = collator([record, records[1]])
+    batch = collator([record, records[1], text_only])  # records with and without images share a batch
     tok, end = processor.tokenizer, registry.end_of_turn(processor)
     labels, ids = batch["labels"][0], batch["input_ids"][0]
     assert torch.equal(labels[labels != IGNORE_INDEX], ids[labels != IGNORE_INDEX])
@@ -121,6 +131,8 @@ def test_every_assistant_turn_of_a_conversation_is_labelled(arch, records):
     # the one-answer record in the same batch is still labelled as before
     kept = batch["labels"][1][batch["labels"][1] != IGNORE_INDEX].tolist()
     assert tok.decode(kept) == _answer(records[1]) + end
+    kept = batch["labels"][2][batch["labels"][2] != IGNORE_INDEX].tolist()
+    assert tok.decode(kept) == "Hi." + end
     with torch.no_grad():
         inputs = {k: v for k, v in batch.items() if k not in ("skipped", "ids")}
         assert torch.isfinite(model(**inputs).loss)

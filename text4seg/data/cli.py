@@ -1,4 +1,5 @@
-"""`text4seg build coco|refcoco|grefcoco|synthetic|labelmap|<label-map preset>|llava`: annotations -> records on disk.
+"""`text4seg build KIND`: annotations -> records on disk, KIND one of coco|refcoco|grefcoco|synthetic|
+labelmap|<label-map preset>|llava (conversations, `text4seg.data.conversations_cli`).
 
 One subcommand per row of `text4seg.data.sources.SOURCES`, plus ``synthetic``. Bad input ends in one
 ``error:`` line naming the file, never a traceback.

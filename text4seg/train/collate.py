@@ -18,8 +18,9 @@ and each earlier answer is located by a token-level diff: the conversation up to
 through the processor with the images they mention; R must be a prefix of the prompt ids and the tokens
 after P's common prefix with R are labelled. A template whose rendering of earlier turns is not a prefix
 of the later rendering is refused with `RecordError`, as is a multi-turn record for a processor without a
-chat template (PaliGemma's prefix/suffix format has one question and one answer). Records with one
-answer take exactly the one-turn path above; no record needs masks. A record longer than `max_length` is skipped, never
+chat template (PaliGemma's prefix/suffix format has one question and one answer; it also needs an image
+in every record). Records with one answer take exactly the one-turn path above; no record needs masks, and
+text-only records may share a batch with records that have images. A record longer than `max_length` is skipped, never
 truncated (cutting through image tokens breaks the model), and its id is returned in `batch["skipped"]`.
 """
 
@@ -85,6 +86,11 @@ class Collator:
         import torch
 
         prompt_messages, answer, images = split_record(record)
+        if not images and not self._registry.has_chat_template(self.processor):
+            raise RecordError(
+                f"record {records.record_id(record)}: a text-only record cannot train a model without a chat "
+                "template (PaliGemma's prompt always starts with the image)"
+            )
         prompt = self._registry.render_prompt(self.processor, prompt_messages, n_images=len(images))
         kwargs: dict[str, Any] = {
             "text": [prompt],
