@@ -40,6 +40,19 @@ def test_yaml_and_overrides(tmp_path):
         ({}, ["optim"], "not key=value"),
         ({"optim": 3}, [], "expected a mapping"),
         ({}, ["loop.max_steps=0"], "max_steps"),
+        ({"data": {"path": "a", "sources": [{"path": "b"}]}}, [], "not both"),
+        ({"data": {"sources": [{"path": "a", "weight": 0}]}}, [], r"sources\[0\]\.weight"),
+        ({"data": {"sources": [{"weight": 1}]}}, [], r"sources\[0\]\.path is empty"),
+        ({"data": {"sources": [{"path": "a", "kind": "csv"}]}}, [], r"sources\[0\]\.kind"),
+        (
+            {"data": {"sources": [{"path": "a", "name": "x"}, {"path": "b", "name": "x"}]}},
+            [],
+            "names must differ",
+        ),
+        ({"data": {"sources": [{"path": "a", "colour": 1}]}}, [], r"data\.sources\[0\].*unknown key"),
+        ({}, ["data.mix=shuffle"], "data.mix"),
+        ({}, ["data.stopping_strategy=never"], "data.stopping_strategy"),
+        ({}, ["data.streaming=true"], "loop.max_steps"),
     ],
 )
 def test_errors_name_the_key(data, overrides, message):
@@ -60,3 +73,13 @@ def test_overrides_do_not_mutate_input():
     data = {"optim": {"lr": 1.0}}
     out = apply_overrides(data, ["optim.lr=2"])
     assert data["optim"]["lr"] == 1.0 and out["optim"]["lr"] == 2
+
+
+def test_sources_read_as_typed_sections():
+    cfg = config_from_dict(
+        {"data": {"sources": [{"path": "a", "weight": 3}, {"path": "org/b", "kind": "hub", "eval": False}]}},
+        ["data.mix=concatenate", "data.streaming=true", "loop.max_steps=5"],
+    )
+    assert [s.weight for s in cfg.data.sources] == [3.0, 1.0] and cfg.data.sources[1].kind == "hub"
+    assert cfg.data.sources[1].eval is False and cfg.data.streaming and cfg.data.mix == "concatenate"
+    assert config_from_dict(cfg.to_dict()).data.sources == cfg.data.sources  # config.json reads back

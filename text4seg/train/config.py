@@ -40,10 +40,42 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Training data: a `datasets` folder written by `text4seg build` (DatasetDict with splits)."""
+class SourceConfig:
+    """One dataset of a mixture (`data.sources`): a folder written by `text4seg build` (or any
+    `save_to_disk` folder), parquet/JSON files (a path or glob), or a Hub dataset id (tried only when
+    `path` is not a local path). `kind` is inferred from `path` unless given; `weight` is its share of the
+    mixed stream (weights are normalised, so ratios work too); splits default to `data.train_split` /
+    `data.eval_split`; `eval_path` holds the eval records of a parquet/JSON source."""
 
     path: str = ""
+    name: str = ""  # in logs (`eval_loss/<name>`); the folder or file name by default
+    kind: str = ""  # "" (infer) | "folder" | "parquet" | "json" | "hub"
+    weight: float = 1.0
+    train_split: str | None = None
+    eval_split: str | None = None
+    eval_path: str | None = None
+    eval: bool = True  # false: no eval split for this source
+    max_samples: int | None = None
+
+
+SOURCE_KINDS = ("", "folder", "parquet", "json", "hub")
+MIXES = ("interleave", "concatenate")
+STOPPING = ("first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
+
+
+@dataclass
+class DataConfig:
+    """Training data: a `datasets` folder written by `text4seg build` (`path`, DatasetDict with splits),
+    or several datasets mixed (`sources`, see SourceConfig): interleaved with probabilities from their
+    weights (`mix: interleave`, `stopping_strategy`, seeded by loop.seed) or concatenated. `streaming`
+    reads them as `IterableDataset`s (no length: set loop.max_steps) and resumes where it stopped."""
+
+    path: str = ""
+    sources: list[SourceConfig] = field(default_factory=list)
+    mix: str = "interleave"
+    stopping_strategy: str = "all_exhausted"
+    streaming: bool = False
+    shards: int = 16  # a folder read as a stream: `Dataset.to_iterable_dataset(num_shards=...)`
     train_split: str = "train"
     eval_split: str | None = "val"
     max_length: int = 2048
@@ -171,10 +203,40 @@ class TrainConfig:
                 "optim.schedule_by=time needs loop.max_minutes",
             ),
         ]
+        checks += _data_checks(self)
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         return self
+
+
+def _data_checks(config: TrainConfig) -> list[tuple[bool, str]]:
+    """The checks of `data` (sources, mixing, streaming) as (ok, message) pairs."""
+    d, sources = config.data, config.data.sources
+    names = [s.name for s in sources if s.name]
+    checks = [
+        (not (d.path and sources), "set data.path (one folder) or data.sources (several), not both"),
+        (d.mix in MIXES, f"data.mix must be one of {', '.join(MIXES)}"),
+        (d.stopping_strategy in STOPPING, f"data.stopping_strategy must be one of {', '.join(STOPPING)}"),
+        (d.shards >= 1, "data.shards must be >= 1"),
+        (len(names) == len(set(names)), f"data.sources: names must differ, got {names}"),
+        (
+            not d.streaming or config.loop.max_steps is not None,
+            "data.streaming has no length: set loop.max_steps to bound the run",
+        ),
+        (
+            not d.streaming or d.num_workers == 0,
+            "data.streaming resumes exactly only with data.num_workers=0",
+        ),
+    ]
+    for i, s in enumerate(sources):
+        where = f"data.sources[{i}]"
+        checks += [
+            (bool(s.path), f"{where}.path is empty"),
+            (s.kind in SOURCE_KINDS, f"{where}.kind must be one of {', '.join(SOURCE_KINDS[1:])}"),
+            (s.weight > 0, f"{where}.weight must be > 0"),
+        ]
+    return checks
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:

@@ -47,6 +47,7 @@ class TrainResult:
     epochs_completed: float
     losses: list[float] = field(default_factory=list)
     eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    source_eval_losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # data.sources
     skipped: list[str] = field(default_factory=list)
     stopped: str = "max_steps"  # "max_steps" | "epochs" | "time" | "callback"
     seconds: float = 0.0
@@ -102,6 +103,8 @@ class Loop:
         self.grad_norm: Any = None
         self.step_started = time.monotonic()
         self.last_checkpoint: Path | None = None  # the newest checkpoint written or resumed from
+        self.source_losses: dict[str, float] = {}  # the last eval's loss per source (data.sources)
+        self.stream_base = 0  # records of the epoch read before this iteration of a stream began
 
     # -- logging and evaluation -------------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
@@ -115,18 +118,29 @@ class Loop:
                 acc.log(numbers, step=record.get("step"))
 
     def evaluate(self) -> float | None:
-        """Mean answer loss over at most `loop.eval_batches` eval batches (None without eval data)."""
+        """Mean answer loss over at most `loop.eval_batches` batches of each eval set (None without eval
+        data); with several sources (`data.sources`) each one's mean is kept in `self.source_losses`."""
+        loaders = self.run.eval_loader
+        if loaders is None:
+            return None
+        named = loaders if isinstance(loaders, dict) else {"": loaders}
+        self.run.model.eval()
+        sums = {name: self._loss_sum(loader) for name, loader in named.items()}
+        self.run.model.train()
+        self.source_losses = {name: t / c for name, (t, c) in sums.items() if name and c}
+        total, count = sum(t for t, _ in sums.values()), sum(c for _, c in sums.values())
+        return total / count if count else None
+
+    def _loss_sum(self, loader: Any) -> tuple[float, int]:
+        """(sum of batch losses, batches) over at most `loop.eval_batches` batches of one eval loader."""
         import torch
 
         from .loss import answer_loss
 
         run, limit = self.run, self.run.config.loop.eval_batches
-        if run.eval_loader is None:
-            return None
-        run.model.eval()
         total, count = 0.0, 0
         with torch.no_grad():
-            for i, batch in enumerate(run.eval_loader):
+            for i, batch in enumerate(loader):
                 if limit is not None and i >= limit:
                     break
                 batch.pop("skipped", None)
@@ -136,14 +150,17 @@ class Loop:
                 loss = answer_loss(run.model, batch, self.keep).detach()
                 total += float(run.accelerator.reduce(loss, reduction="mean"))
                 count += 1
-        run.model.train()
-        return total / count if count else None
+        return total, count
 
     def evaluate_and_log(self, state: dict[str, Any], result: TrainResult) -> None:
+        """Evaluate; log `eval_loss` (all eval records) and `eval_loss/<source>` per source."""
         loss = self.evaluate()
         if loss is not None:
             result.eval_losses.append((state["step"], loss))
-            self.log({"step": state["step"], "eval_loss": loss})
+            per_source = {f"eval_loss/{name}": value for name, value in self.source_losses.items()}
+            for name, value in self.source_losses.items():
+                result.source_eval_losses.setdefault(name, []).append((state["step"], value))
+            self.log({"step": state["step"], "eval_loss": loss, **per_source})
 
     # -- the loop ---------------------------------------------------------------------------------------
     def train(self, state: dict[str, Any], result: TrainResult, bar: Any) -> str:
@@ -154,16 +171,35 @@ class Loop:
         return stop
 
     def _epoch_loader(self, state: dict[str, Any]) -> Any:
-        """The train loader positioned at `state` (resumed mid-epoch: its first batches skipped)."""
+        """The train loader positioned at `state` (resumed mid-epoch: its first batches skipped, or for a
+        stream its saved `state_dict` restored)."""
         run = self.run
         run.sampler.set_epoch(state["epoch"])
         loader = run.train_loader
-        if state["batches_in_epoch"]:
+        if self._streaming():
+            self.stream_base = state.setdefault("stream_records", 0)
+            if state.get("stream"):
+                run.sampler.resume_from(state["stream"])
+        elif state["batches_in_epoch"]:
             loader = run.accelerator.skip_first_batches(run.train_loader, state["batches_in_epoch"])
         if hasattr(loader, "set_epoch"):
             # Accelerate's loaders pass their own iteration count to the sampler on __iter__: align it.
             loader.set_epoch(state["epoch"])
         return loader
+
+    def _streaming(self) -> bool:
+        return hasattr(self.run.sampler, "state_after")
+
+    def _mark_stream(self, state: dict[str, Any], records: int) -> None:
+        """Where the records consumed so far end in the stream (saved with the next checkpoint)."""
+        if not self._streaming():
+            return
+        state["stream_records"] = (
+            state.get("stream_records", 0) + records * self.run.accelerator.num_processes
+        )
+        position = self.run.sampler.state_after(state["stream_records"] - self.stream_base)
+        if position is not None:
+            state["stream"] = position
 
     def _epoch(self, state: dict[str, Any], result: TrainResult, bar: Any) -> str | None:
         """The rest of the current epoch; the stopping rule that fired, or None at the epoch's end."""
@@ -184,6 +220,8 @@ class Loop:
             )
         state["epoch"] += 1
         state["batches_in_epoch"] = 0
+        if self._streaming():
+            state["stream_records"], state["stream"] = 0, None
         return None
 
     def _micro_step(self, batch: dict[str, Any], state: dict[str, Any]) -> bool | None:
@@ -196,7 +234,7 @@ class Loop:
 
         run, acc = self.run, self.run.accelerator
         skipped = batch.pop("skipped", [])
-        batch.pop("ids", None)
+        self._mark_stream(state, len(batch.pop("ids", None) or []) + len(skipped))
         if skipped:
             state["skipped"].extend(skipped)
             self.log({"step": state["step"], "skipped": skipped})

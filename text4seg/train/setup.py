@@ -229,7 +229,7 @@ def make_accelerator(config: TrainConfig, out: Path) -> Any:
     import json
 
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 
     from text4seg.distributed import end_group_at_exit
 
@@ -243,6 +243,9 @@ def make_accelerator(config: TrainConfig, out: Path) -> Any:
         log_with=config.output.report_to or None,
         project_dir=str(out),
         step_scheduler_with_optimizer=False,
+        # every process reads its own batches, streams included: dispatching (Accelerate's default for
+        # an IterableDataset) concatenates and slices batches, which breaks image tensors
+        dataloader_config=DataLoaderConfiguration(dispatch_batches=False),
     )
     end_group_at_exit()
     set_seed(config.loop.seed)

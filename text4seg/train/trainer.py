@@ -35,7 +35,7 @@ from .checkpoints import (
     trainable_state_hook,
 )
 from .config import TrainConfig
-from .data import DataError, EpochSampler, build_loaders, load_datasets, run_length, trained_asking
+from .data import DataError, EpochSampler, build_loaders, is_stream, load_data, load_datasets, run_length
 from .final import export_model, save_final
 from .loop import METRICS_FILE, Loop, NonFiniteLossError, Run, StepCallback, TrainResult, fresh_state
 from .setup import (
@@ -84,14 +84,17 @@ def _setup(config: TrainConfig, model: Any, processor: Any, data: tuple[Any, Any
         processor, max_length=config.data.max_length, answer_token_type=registry.answer_token_type(model)
     )
     train_loader, eval_loader, sampler = build_loaders(config, collator, *data)
-    per_process_batches, total_steps = run_length(config, len(data[0]), acc.num_processes)
+    size = None if is_stream(data[0]) else len(data[0])
+    per_process_batches, total_steps = run_length(config, size, acc.num_processes)
     optimizer = build_optimizer(groups, config)
     time_fraction = time_fraction_since(config, started)
     scheduler = build_scheduler(optimizer, config, total_steps, time_fraction)
     lora = config.finetune.method == "lora"
     trainable_state_hook(acc, lora and acc.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU"))
     model, optimizer, train_loader, scheduler = acc.prepare(model, optimizer, train_loader, scheduler)
-    if eval_loader is not None:
+    if isinstance(eval_loader, dict):
+        eval_loader = {name: acc.prepare(loader) for name, loader in eval_loader.items()}
+    elif eval_loader is not None:
         eval_loader = acc.prepare(eval_loader)
     # a checkpoint is also a model folder: the adapter, or the config beside Accelerate's full weights
     export = partial(export_model, acc, model, processor, base_name, asking, weights=False)
@@ -183,7 +186,7 @@ def train(
     """Fine-tune as `config` says and return what happened.
 
     `train_dataset` / `eval_dataset` (a `datasets.Dataset` or a list of records in the docs/RECORDS.md
-    schema) replace `data.path`; `model` + `processor` replace `model.name_or_path`. Each callback gets
+    schema) replace `data.path` / `data.sources`; `model` + `processor` replace `model.name_or_path`. Each callback gets
     the log record of every optimizer step and may return True to stop (the run then saves as usual).
     The data is checked (DataError) before a model is loaded; a loss that is not finite raises
     NonFiniteLossError; an unusable resume raises CheckpointError.
@@ -191,8 +194,7 @@ def train(
     config.validate()
     if (model is None) != (processor is None):
         raise ValueError("pass both model and processor, or neither")
-    train_ds, eval_ds = load_datasets(config, train_dataset, eval_dataset)
-    asking = trained_asking(config, train_ds, from_folder=train_dataset is None)
+    train_ds, eval_ds, asking = load_data(config, train_dataset, eval_dataset)
     if model is None:
         model, processor = build_model(config)
     return _run(_setup(config, model, processor, (train_ds, eval_ds), asking), callbacks)

@@ -1,0 +1,209 @@
+"""Several datasets in one run (`data.sources`): mixing by weight, per-source eval loss, files and Hub ids,
+errors before any model loads, agreed settings, and streaming that resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from train_records import make_records
+
+import text4seg as t4s
+from text4seg.models.tiny import build_tiny
+from text4seg.protocol.asking import Asking
+from text4seg.train import config_from_dict, train
+from text4seg.train.data import DataError, load_data, load_datasets
+
+
+def _folder(tmp_path, name, seed, n=6, grid=8):
+    """A `text4seg build`-like folder: train split of n-2 records, val split of 2."""
+    from datasets import Dataset, DatasetDict
+
+    recs = make_records(n, seed=seed, grid_fmt=t4s.TEXT4SEG.with_grid(grid))
+    folder = tmp_path / name
+    DatasetDict({"train": Dataset.from_list(recs[:-2]), "val": Dataset.from_list(recs[-2:])}).save_to_disk(
+        folder
+    )
+    return str(folder)
+
+
+def _chat(prefix, n):
+    """Text-only records (a general conversation source), ids `<prefix>/<i>`."""
+    return [
+        {
+            "id": f"{prefix}/{i}",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": f"question {i}"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": f"answer {i}"}]},
+            ],
+        }
+        for i in range(n)
+    ]
+
+
+def _config(tmp_path, data, **loop):
+    return config_from_dict(
+        {
+            "model": {"name_or_path": "tiny:qwen2_vl"},
+            "optim": {"lr": 1e-3, "scheduler": "constant"},
+            "finetune": {"lora_dropout": 0.0},
+            "loop": {"batch_size": 1, "max_steps": 2, "progress": False, **loop},
+            "data": {"shuffle": False, **data},
+            "output": {"dir": str(tmp_path / "run")},
+        }
+    )
+
+
+def _metrics(result):
+    return [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+
+
+def test_two_folder_sources_train_and_log_eval_loss_per_source(tmp_path):
+    sources = [
+        {"path": _folder(tmp_path, "refcoco", 1), "weight": 3},
+        {"path": _folder(tmp_path, "grefcoco", 2), "weight": 1},
+    ]
+    model, processor = build_tiny("qwen2_vl")
+    result = train(_config(tmp_path, {"sources": sources}), model=model, processor=processor)
+    evals = [m for m in _metrics(result) if "eval_loss" in m]
+    assert evals and set(evals[-1]) == {"step", "eval_loss", "eval_loss/refcoco", "eval_loss/grefcoco"}
+    # the overall loss is the mean over both sources' eval batches (two each)
+    last = evals[-1]
+    assert last["eval_loss"] == pytest.approx((last["eval_loss/refcoco"] + last["eval_loss/grefcoco"]) / 2)
+    assert set(result.source_eval_losses) == {"refcoco", "grefcoco"}
+    assert Asking.load(result.final_dir) == Asking(grid=(8, 8))
+
+
+def _text_sources(tmp_path, counts):
+    from datasets import Dataset
+
+    paths = []
+    for name, n in counts.items():
+        Dataset.from_list(_chat(name, n)).save_to_disk(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+def test_interleave_proportions_follow_the_weights_and_the_seed(tmp_path):
+    a, b = _text_sources(tmp_path, {"a": 400, "b": 400})
+    data = {
+        "sources": [{"path": a, "weight": 3}, {"path": b, "weight": 1}],
+        "stopping_strategy": "first_exhausted",
+    }
+    mixed, evals = load_datasets(_config(tmp_path, data))
+    first = [r.split("/")[0] for r in mixed[:200]["id"]]
+    share = Counter(first)["a"] / len(first)
+    assert 0.65 < share < 0.85, share  # 3:1 -> 0.75
+    assert evals is None  # saved without splits: no eval records
+    again, _ = load_datasets(_config(tmp_path, data))
+    other, _ = load_datasets(_config(tmp_path, data, seed=1))
+    assert again[:50]["id"] == mixed[:50]["id"] != other[:50]["id"]
+    joined, _ = load_datasets(_config(tmp_path, {**data, "mix": "concatenate"}))
+    assert joined["id"] == [f"a/{i}" for i in range(400)] + [f"b/{i}" for i in range(400)]
+
+
+def test_parquet_and_json_sources_with_an_eval_file(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_list(_chat("p", 5)).to_parquet(tmp_path / "p.parquet")
+    Dataset.from_list(_chat("j", 5)).to_json(tmp_path / "j.jsonl")
+    Dataset.from_list(_chat("je", 2)).to_json(tmp_path / "j_eval.jsonl")
+    data = {
+        "sources": [
+            {"path": str(tmp_path / "p.parquet")},
+            {"path": str(tmp_path / "j.jsonl"), "name": "chat", "eval_path": str(tmp_path / "j_eval.jsonl")},
+        ],
+        "mix": "concatenate",
+    }
+    mixed, evals = load_datasets(_config(tmp_path, data))
+    assert mixed["id"] == [f"p/{i}" for i in range(5)] + [f"j/{i}" for i in range(5)]
+    assert list(evals) == ["chat"] and evals["chat"]["id"] == ["je/0", "je/1"]
+
+
+def test_a_source_missing_a_column_is_named(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_list([{"id": "x", "text": "hello"}]).to_json(tmp_path / "plain.jsonl")
+    data = {"sources": [{"path": _folder(tmp_path, "ok", 1)}, {"path": str(tmp_path / "plain.jsonl")}]}
+    with pytest.raises(DataError, match=r"data\.sources\[1\] \(plain\).*no column 'messages'"):
+        load_datasets(_config(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("./nowhere/refcoco", "does not exist"), ("someone/no-such-dataset", "HF_HUB_OFFLINE=1")],
+)
+def test_unknown_path_and_offline_hub_id_fail_in_one_line_before_any_model(
+    path, message, tmp_path, monkeypatch
+):
+    import datasets
+
+    import text4seg.train.trainer as trainer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(trainer, "build_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    data = {"sources": [{"path": _folder(tmp_path, "ok", 1)}, {"path": path}]}
+    with pytest.raises(DataError, match=message) as caught:
+        train(_config(tmp_path, data))
+    assert "\n" not in str(caught.value) and "data.sources[1]" in str(caught.value)
+
+
+def test_settings_are_those_the_sources_agree_on(tmp_path):
+    a, b = _folder(tmp_path, "a", 1, grid=8), _folder(tmp_path, "b", 2, grid=16)
+    Asking(upsample="bilinear").save(a)
+    Asking(upsample="bilinear").save(b)
+    with pytest.warns(UserWarning, match="disagree on grid"):
+        _, _, asking = load_data(_config(tmp_path, {"sources": [{"path": a}, {"path": b}]}))
+    assert asking == Asking(upsample="bilinear")  # the grids differ: left unset
+    chat = _text_sources(tmp_path, {"chat": 4})[0]
+    _, _, asking = load_data(_config(tmp_path, {"sources": [{"path": a}, {"path": chat}]}))
+    assert asking.grid == (8, 8)  # a source without descriptors has no say on the grid
+
+
+def test_streaming_needs_max_steps(tmp_path):
+    from text4seg.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="loop.max_steps"):
+        _config(tmp_path, {"path": "x", "streaming": True}, max_steps=None)
+
+
+def _seen_ids(monkeypatch):
+    """The record ids of every batch the loop trains on."""
+    from text4seg.train.loop import Loop
+
+    seen, original = [], Loop._micro_step
+
+    def spy(self, batch, state):
+        seen.extend(batch.get("ids", []) + batch.get("skipped", []))
+        return original(self, batch, state)
+
+    monkeypatch.setattr(Loop, "_micro_step", spy)
+    return seen
+
+
+def _stream_run(tmp_path, data, max_steps, **loop):
+    model, processor = build_tiny("qwen2_vl")
+    config = _config(tmp_path, {"streaming": True, "shards": 2, **data}, max_steps=max_steps, **loop)
+    return train(config, model=model, processor=processor)
+
+
+def test_streaming_resume_continues_with_the_next_records(tmp_path, monkeypatch):
+    chat = _text_sources(tmp_path, {"chat": 5})[0]
+    data = {"sources": [{"path": _folder(tmp_path, "ref", 1)}, {"path": chat}], "mix": "concatenate"}
+    seen = _seen_ids(monkeypatch)
+    whole = _stream_run(tmp_path / "whole", data, 6)
+    uninterrupted = list(seen)
+    assert whole.steps == 6 and len(uninterrupted) == 6
+    seen.clear()
+    stop_at_3 = lambda record: record["step"] >= 3  # noqa: E731
+    model, processor = build_tiny("qwen2_vl")
+    config = _config(tmp_path / "cut", {"streaming": True, "shards": 2, **data}, max_steps=6, save_every=3)
+    train(config, model=model, processor=processor, callbacks=[stop_at_3])
+    first = list(seen)
+    seen.clear()
+    model, processor = build_tiny("qwen2_vl")
+    resumed = train(config, model=model, processor=processor)
+    assert resumed.resumed_from is not None and resumed.resumed_from.name == "checkpoint-3"
+    assert first + seen == uninterrupted, (first, seen, uninterrupted)
