@@ -14,6 +14,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 # recipe -> tiny architecture standing in for the real checkpoint
 ARCH_OF = {
     "qwen2_5_vl_3b.yaml": "qwen2_5_vl",
+    "qwen2_5_vl_3b_mix.yaml": "qwen2_5_vl",
     "qwen2_5_vl_7b.yaml": "qwen2_5_vl",
     "qwen3_vl_4b.yaml": "qwen3_vl",
     "llava_1_5_7b.yaml": "llava",

@@ -356,6 +356,8 @@ def open_sources(config: TrainConfig, sources: list[SourceConfig] | None = None)
         if src.max_samples is not None:
             source.train = _head(source.train, src.max_samples)
         source.weight = src.weight
+        if any(o.name == source.name for o in opened):
+            raise DataError(f"{where}: another source is named {source.name!r}; give each one a name")
         opened.append(source)
     return opened
 
