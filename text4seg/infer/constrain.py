@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from text4seg.codec import TEXT4SEG, DescriptorFormat
-from text4seg.codec.rle import check_labels
+from text4seg.codec import TEXT4SEG, DescriptorFormat, check_labels
+from text4seg.models import registry
 
 DEFAULT_MAX_SENTENCE_CHARS = 120
 """Longest free answer sentence the grammar allows before the open tag (keeps bad models bounded)."""
@@ -168,20 +168,12 @@ def _single_token(tokenizer: Any, text: str) -> int | None:
 
 
 def eos_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
-    """End-of-sequence ids: the generation config's (end of turn for chat models) and the tokenizer's."""
-    ids: list[int] = []
-    for source in (
-        getattr(generation_config, "eos_token_id", None),
-        getattr(tokenizer, "eos_token_id", None),
-    ):
-        if source is None:
-            continue
-        for i in [source] if isinstance(source, int) else list(source):
-            if int(i) not in ids:
-                ids.append(int(i))
-    if not ids:
-        raise ConstraintError("the tokenizer has no eos token and the generation config names none")
-    return ids
+    """Stop ids for a tokenizer: `text4seg.models.registry.stop_token_ids` (the chat template's end of
+    turn, the generation config's EOS ids, the tokenizer's EOS); ConstraintError when there is none."""
+    try:
+        return registry.stop_token_ids(tokenizer, generation_config)
+    except ValueError as err:
+        raise ConstraintError(str(err)) from err
 
 
 class GrammarCompiler:
