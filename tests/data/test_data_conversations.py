@@ -162,6 +162,9 @@ def test_a_built_llava_dataset_loads_and_trains(tmp_path, images):
     path = _write(tmp_path, [*LLAVA_GOOD, dict(LLAVA_BAD["empty_conversation"], id="bad")])
     out = tmp_path / "built"
     args = ["build", "llava", "--json", str(path), "--images", str(images), "--out", str(out), "--quiet"]
+    assert main([*args, "--image-store", "folder"]) == 0
+    moved = out.rename(tmp_path / "moved")  # stored once under the build, so the folder can move
+    assert load_records(moved)["train"][0]["images"] == [str(moved / "images" / "coco" / "a.png")]
     assert main(args) == 0
     report = json.loads((out / "build_report.json").read_text())
     assert report["records_total"] == 2 and report["skipped_by_reason"] == {"empty_conversation": 1}

@@ -197,28 +197,42 @@ def messages_of(item: _Item) -> list[dict]:
     return messages
 
 
-def _images(root: Path, names: list[str]) -> tuple[list[dict], int, int]:
-    """The image values and the first image's upright (width, height); (0, 0) when text-only."""
+def _image(root: Path, name: str) -> tuple[Path, tuple[int, int]]:
+    try:
+        path = locate_image(root, name)
+        return path, upright_size(path, name)
+    except ImageFileProblem as problem:
+        raise ConversationError(problem.reason, problem.detail) from None
+
+
+def _images(root: Path, names: list[str], cache: dict) -> tuple[list[dict], int, int]:
+    """The image values and the first image's upright (width, height); (0, 0) when text-only. ``cache``
+    holds each name's checked path and size (or its problem) for the rest of the build."""
     values, sizes = [], []
     for name in names:
-        try:
-            path = locate_image(root, name)
-            sizes.append(upright_size(path, name))
-        except ImageFileProblem as problem:
-            raise ConversationError(problem.reason, problem.detail) from None
-        values.append({"path": str(path), "bytes": None})
+        if name not in cache:
+            try:
+                cache[name] = _image(root, name)
+            except ConversationError as err:
+                cache[name] = err
+        found = cache[name]
+        if isinstance(found, ConversationError):
+            raise found
+        values.append({"path": str(found[0]), "bytes": None})
+        sizes.append(found[1])
     width, height = sizes[0] if sizes else (0, 0)
     return values, width, height
 
 
-def make_record(item: Any, rid: str, data: ConversationSet, fmt: str) -> dict:
-    """One conversation record; `ConversationError` when the item cannot be one."""
+def make_record(item: Any, rid: str, data: ConversationSet, fmt: str, cache: dict | None = None) -> dict:
+    """One conversation record; `ConversationError` when the item cannot be one. ``cache``: image checks
+    kept between the items of one build (many items share an image)."""
     if not isinstance(item, dict):
         raise ConversationError("bad_item", f"an item is a {type(item).__name__}, not an object")
     parsed = READERS[fmt](item)
     _check_order(parsed.turns)
     messages = messages_of(parsed)
-    images, width, height = _images(data.images, parsed.images)
+    images, width, height = _images(data.images, parsed.images, {} if cache is None else cache)
     first = parsed.images[0] if parsed.images else ""
     return {
         "id": rid,
@@ -270,18 +284,50 @@ def iter_records(data: ConversationSet, log: IssueLog, loaded: tuple[list[Any], 
     """Every usable item's record, in file order; the others are added to ``log`` and skipped.
     ``loaded``: the set's `load_set` result when already read."""
     items, fmt = loaded or load_set(data)
+    cache: dict = {}
     for item, rid in _ids(items, data):
         try:
-            yield make_record(item, rid, data, fmt)
+            yield make_record(item, rid, data, fmt, cache)
         except ConversationError as err:
             log.add(rid, err.reason, err.detail, data.json)
 
 
+IMAGE_STORES = ("embed", "paths", "folder")
+"""Where a build's images go, as for the other builds (docs/RECORDS.md): embedded in each record, absolute
+path strings, or copied once under OUT/images with paths relative to OUT."""
+
+
+class _ImageStore:
+    def __init__(self, kind: str) -> None:
+        if kind not in IMAGE_STORES:
+            raise ValueError(f"image_store must be one of {IMAGE_STORES}, got {kind!r}")
+        self.kind = kind
+        self.files: dict[str, Path] = {}  # folder store: relative path in the build -> source
+
+    def value(self, image: dict, root: Path) -> Any:
+        path = Path(image["path"])
+        if self.kind == "embed":
+            return image
+        if self.kind == "paths":
+            return str(path)
+        relative = "images/" + path.relative_to(root.resolve()).as_posix()
+        if self.files.setdefault(relative, path) != path:
+            raise ValueError(f"{relative} names both {self.files[relative]} and {path}; build them apart")
+        return relative
+
+
 def build_conversations(
-    sets: list[ConversationSet], out_dir: str | Path, *, strict: bool = False, progress: bool = True
+    sets: list[ConversationSet],
+    out_dir: str | Path,
+    *,
+    strict: bool = False,
+    progress: bool = True,
+    image_store: str = "embed",
 ) -> dict:
     """Write the records of every set to ``out_dir`` as a `datasets.DatasetDict` (one split per set's
-    ``split``) with a build_report.json listing each skipped item; written atomically. Returns the report."""
+    ``split``) with a build_report.json listing each skipped item; written atomically. ``image_store``:
+    one of `IMAGE_STORES` (read a ``folder`` build with `text4seg.protocol.records.load_records`).
+    Returns the report."""
     from datasets import Dataset, DatasetDict
     from tqdm.auto import tqdm
 
@@ -291,16 +337,18 @@ def build_conversations(
 
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    tables = SplitTables(record_features().arrow_schema)
+    store = _ImageStore(image_store)
+    tables = SplitTables(record_features(image_paths=image_store != "embed").arrow_schema)
     log = IssueLog(strict)
     loaded = [load_set(data) for data in sets]  # every file checked before anything is built
     for data, (items, fmt) in zip(sets, loaded, strict=True):
         records = iter_records(data, log, (items, fmt))
         for record in tqdm(records, desc=data.json.name, total=len(items), disable=not progress):
+            record["images"] = [store.value(image, data.images) for image in record["images"]]
             tables.add(record)
     dataset = DatasetDict({split: Dataset(table) for split, table in tables.finish().items()})
-    report = _report(sets, tables, log)
-    save_atomically(dataset, out_dir, report, quiet=not progress)
+    report = {**_report(sets, tables, log), "image_store": image_store, "images_stored": len(store.files)}
+    save_atomically(dataset, out_dir, report, quiet=not progress, images=store.files)
     return report
 
 
@@ -321,6 +369,7 @@ def _report(sets: list[ConversationSet], tables, log: IssueLog) -> dict:
 
 __all__ = [
     "FORMATS",
+    "IMAGE_STORES",
     "ConversationError",
     "ConversationSet",
     "build_conversations",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .conversations import FORMATS, ConversationSet, build_conversations
+from .conversations import FORMATS, IMAGE_STORES, ConversationSet, build_conversations
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
@@ -23,6 +23,13 @@ def register(kinds: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--format", choices=FORMATS, help="llava (conversations) or swift (query/response); default: detected"
     )
+    parser.add_argument(
+        "--image-store",
+        choices=IMAGE_STORES,
+        default="embed",
+        help="images embedded in every record (default), absolute paths, or stored once in OUT/images "
+        "with paths relative to OUT (load with text4seg.data.load_records)",
+    )
     parser.add_argument("--split", default="train", help="split name (train)")
     parser.add_argument("--name", default="llava", help="dataset name in record ids and source (llava)")
     parser.add_argument(
@@ -37,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.images.is_dir():
             raise ValueError(f"{args.images}: not a folder")
         sets = [ConversationSet(path, args.images, args.format, args.name, args.split) for path in args.json]
-        report = build_conversations(sets, args.out, strict=args.strict, progress=not args.quiet)
+        report = build_conversations(
+            sets, args.out, strict=args.strict, progress=not args.quiet, image_store=args.image_store
+        )
     except (ValueError, OSError, RecursionError, MemoryError) as err:
         print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
         return 1
