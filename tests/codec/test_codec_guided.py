@@ -75,7 +75,11 @@ def test_guide_of_another_size_is_resized_when_the_aspect_agrees():
     grid = mask_to_grid(truth, 16).astype(np.int32)
     half = np.asarray(Image.fromarray(image).resize((120, 80)))
     assert _iou(grid_to_mask(grid, truth.shape, "guided", image=half), truth) > 0.9
-    assert as_guide(half, (160, 240)).shape == (160, 240, 3)
+    guide, scale = as_guide(half, (160, 240))
+    assert guide.shape == (160, 240, 3) and guide.dtype == np.uint8 and scale == 1 / 255
+    for dtype, top in ((np.uint16, 65535), (np.int32, 2**31 - 1), (np.float64, 1.0), (bool, 1)):
+        guide, scale = as_guide(np.full((4, 6), top, dtype), (4, 6))
+        assert guide.shape == (4, 6, 1) and np.allclose(guide * scale, 1.0)
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,14 @@ from typing import Any
 import numpy as np
 
 GUIDED_RADIUS = 1.25
-"""Window radius of the guided filter, in grid cells (measured best of 0.25-1.5: bench/results/upsample.md)."""
+"""Window radius of the guided filter, in grid cells. Chosen on the tune split of
+bench/bench_upsample.py among 0.5-2 cells (1.0-1.5 score within half a cIoU point of each other)."""
 
-GUIDED_EPS = 1e-5
-"""Regularisation of the guided filter, in squared intensity units (intensities scaled to [0, 1]);
-smaller follows weaker edges. Measured best of 1e-4-1e-1: bench/results/upsample.md."""
+GUIDED_EPS = 3e-5
+"""Regularisation of the guided filter, in squared intensity (intensities scaled to [0, 1]): the
+larger, the stronger an edge must be to be followed. Chosen on the tune split of
+bench/bench_upsample.py among 3e-6-0.1: the largest within 0.1 cIoU points of the best (3e-6); 1e-4
+scores 0.2 points lower, 1e-2 four points lower."""
 
 GUIDED_CELL_PIXELS = 8
 """Pixels per grid cell of the small image on which the filter's linear models are fitted."""
@@ -36,13 +39,15 @@ this fraction; otherwise it is taken for the wrong image (or a rotated one) and 
 _PIL_MODES_TO_RGB = frozenset({"1", "P", "PA", "LA", "CMYK", "YCbCr", "LAB", "HSV"})
 
 
-def as_guide(image: Any, size: tuple[int, int]) -> np.ndarray:
-    """The image as a float32 H×W×C guide in [0, 1] (C = 1 or 3) at `size = (height, width)`.
+def as_guide(image: Any, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """`(guide, scale)`: the image as an H×W×C array (C = 1 or 3) at `size = (height, width)`, uint8,
+    uint16 or float32, and the factor that brings its values to [0, 1].
 
     Accepts an H×W, H×W×1, H×W×3 or H×W×4 (alpha dropped) array, or anything `np.asarray` turns into
-    one (a PIL image; palette, CMYK and other modes are converted to RGB first). Integer images are scaled by their dtype's maximum, floats taken as [0, 1]. A
-    guide of another size is resized to `size` when the aspect ratios agree (`ASPECT_TOLERANCE`),
-    else refused with a ValueError, as it cannot be the image the mask is for.
+    one (a PIL image; palette, CMYK and other modes are converted to RGB first). Integer images are
+    scaled by their dtype's maximum, floats taken as [0, 1]. A guide of another size is resized to
+    `size` when the aspect ratios agree (`ASPECT_TOLERANCE`), else refused with a ValueError, as it
+    cannot be the image the mask is for.
     """
     import cv2
 
@@ -55,32 +60,44 @@ def as_guide(image: Any, size: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"image must be H×W or H×W×(1, 3 or 4), got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"image must not be empty, got shape {array.shape}")
-    scale = 1.0 if array.dtype.kind in "fb" else 1.0 / np.iinfo(array.dtype).max
-    guide = np.multiply(array, np.float32(scale), dtype=np.float32)
-    guide = guide.reshape(guide.shape[:2] + (-1,))
+    array, scale = _native(array)
     height, width = size
-    if guide.shape[:2] != (height, width):
-        ratio = (guide.shape[1] / guide.shape[0]) / (width / height)
+    if array.shape[:2] != (height, width):
+        ratio = (array.shape[1] / array.shape[0]) / (width / height)
         if abs(ratio - 1) > ASPECT_TOLERANCE:
             raise ValueError(
-                f"image of {guide.shape[0]}×{guide.shape[1]} pixels cannot guide a {height}×{width} mask: "
+                f"image of {array.shape[0]}×{array.shape[1]} pixels cannot guide a {height}×{width} mask: "
                 "the aspect ratios differ (the wrong image, or a rotated one?)"
             )
-        shrink = guide.shape[0] * guide.shape[1] > height * width
+        shrink = array.shape[0] * array.shape[1] > height * width
         interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        guide = cv2.resize(guide, (width, height), interpolation=interpolation).reshape(height, width, -1)
-    return guide
+        array = cv2.resize(array, (width, height), interpolation=interpolation)
+    return array.reshape(height, width, -1), scale
+
+
+def _native(array: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image in a dtype OpenCV resizes (uint8, uint16 or float32) and its scale to [0, 1]."""
+    if array.dtype == bool:
+        return array.astype(np.uint8), 1.0
+    if array.dtype in (np.uint8, np.uint16):
+        return np.ascontiguousarray(array), 1.0 / np.iinfo(array.dtype).max
+    if array.dtype.kind in "iu":
+        return np.multiply(array, 1.0 / np.iinfo(array.dtype).max, dtype=np.float32), 1.0
+    return np.ascontiguousarray(array, dtype=np.float32), 1.0
 
 
 class _GuideModel:
-    """The guide's share of the guided filter: its small copy's channels, their local means and the
-    inverses of their local covariances (plus `eps`), shared by every label's soft map."""
+    """The guide's share of the guided filter: its full-size channels, its small copy's channels, their
+    local means and the inverses of their local covariances (plus `eps`), shared by every label."""
 
-    def __init__(self, guide: np.ndarray, low: tuple[int, int], radius: int, eps: float):
+    def __init__(self, guide: np.ndarray, scale: float, low: tuple[int, int], radius: int, eps: float):
         import cv2
 
-        self.guide, self.radius = guide, radius
+        self.radius, self.scale = radius, scale
+        self.size = guide.shape[:2]
+        self.planes = cv2.split(guide) if guide.shape[2] > 1 else [guide[..., 0]]
         small = cv2.resize(guide, (low[1], low[0]), interpolation=cv2.INTER_AREA).reshape(low + (-1,))
+        small = np.multiply(small, np.float32(scale), dtype=np.float32)
         self.small = [np.ascontiguousarray(small[..., c]) for c in range(small.shape[2])]
         self.mean = [self.box(x) for x in self.small]
         self.inverse = _inverse_covariance(self.small, self.mean, self.box, eps)
@@ -100,12 +117,10 @@ class _GuideModel:
         cov = [self.box(x * soft_small) - m * mean_p for x, m in zip(self.small, self.mean, strict=True)]
         a = [sum(row[j] * cov[j] for j in range(len(cov))) for row in self.inverse]
         b = mean_p - sum(ai * m for ai, m in zip(a, self.mean, strict=True))
-        height, width = self.guide.shape[:2]
-        a_full = cv2.resize(cv2.merge([self.box(ai) for ai in a]), (width, height))
-        out = cv2.resize(self.box(b), (width, height))
-        a_full = a_full.reshape(height, width, -1)
-        for c in range(a_full.shape[2]):
-            out += a_full[..., c] * self.guide[..., c]
+        full = (self.size[1], self.size[0])
+        out = cv2.resize(self.box(b), full)
+        for ai, plane in zip(a, self.planes, strict=True):  # the scale to [0, 1] goes on a, not the image
+            out += cv2.resize(self.box(ai) * np.float32(self.scale), full) * plane
         return out
 
 
@@ -158,10 +173,10 @@ def guided_scores(
     the guided filter with `image` as guide. Scores of all values present sum to 1 at every pixel."""
     if radius <= 0 or eps <= 0:
         raise ValueError(f"radius and eps must be positive, got radius={radius!r}, eps={eps!r}")
-    guide = as_guide(image, size)
+    guide, scale = as_guide(image, size)
     rows, cols = grid.shape
     low = (min(rows * GUIDED_CELL_PIXELS, size[0]), min(cols * GUIDED_CELL_PIXELS, size[1]))
     pixels_per_cell = min(low[0] / rows, low[1] / cols)
-    model = _GuideModel(guide, low, max(1, round(radius * pixels_per_cell)), eps)
+    model = _GuideModel(guide, scale, low, max(1, round(radius * pixels_per_cell)), eps)
     for value, soft in _soft_maps(grid, values, low):
         yield value, model.filter(soft)
