@@ -116,7 +116,7 @@ def test_swift_items_keep_their_checked_descriptors(tmp_path, images):
         {
             "query": "And now?",
             "response": "Still there.",
-            "images": ["coco/a.png"],
+            "images": [{"path": "coco/a.png"}],  # ms-swift also writes images as objects
             "history": [["Where is the line?", SEG_ANSWER]],
         },
         {
@@ -129,6 +129,7 @@ def test_swift_items_keep_their_checked_descriptors(tmp_path, images):
     records, log = _read(_write(tmp_path, items, "swift.json"), images, name="text4seg")
     assert [r["id"] for r in records] == ["text4seg/train/0", "text4seg/train/1"]
     assert records[0]["messages"][1]["content"][0]["text"] == SEG_ANSWER
+    assert (records[1]["width"], records[1]["height"]) == (40, 24)
     history = records[1]["messages"]
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
     # no <image> marker: the image opens the first user turn

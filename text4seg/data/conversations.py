@@ -100,7 +100,11 @@ def _text(value: Any, what: str) -> str:
 
 
 def _image_names(value: Any) -> list[str]:
+    """File names of an item's ``image``/``images``: one name, a list of names, or ms-swift's
+    ``[{"path": name}]``."""
     names = [] if value is None else [value] if isinstance(value, str) else value
+    if isinstance(names, list):
+        names = [n["path"] if isinstance(n, dict) and "path" in n else n for n in names]
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ConversationError("bad_image_path", f"images must be file names, got {value!r}"[:200])
     return names
