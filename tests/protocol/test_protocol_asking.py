@@ -105,3 +105,20 @@ def test_write_and_load_round_trip(tmp_path):
     (tmp_path / SETTINGS_FILE).write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         load_settings(tmp_path)
+
+
+def test_conversation_records_do_not_change_the_answer_form():
+    chat = {
+        "task": "conversation",
+        "labels": [],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What is this?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+        ],
+    }
+    records = [_record("the red circle", "target", sentence=None), chat]
+    assert settings_from_records(records) == {
+        "grid": [8, 8],
+        "target_label": "target",
+        "answer_sentences": "none",
+    }

@@ -106,13 +106,13 @@ class Asking:
     def from_records(cls, records: Any, limit: int = 2000) -> Asking:
         """The settings a model trained on `records` (docs/RECORDS.md) must be asked with.
 
-        Reads up to `limit` records: the grid when all share one (the `grid` column, else read from the
+        Reads up to `limit` records (conversation records say nothing of descriptors and are left out): the grid when all share one (the `grid` column, else read from the
         answers' descriptors); the fixed target label when every referring record labels its target
         with the same word and that word is not the expression (`build --target-label`); the answer
         form: "none" when no answer has a sentence before `<seg>`, "free" when some referring answer's
         sentence is not one the templates write, else left to the default ("templates").
         """
-        rows = [r for r in _rows(records, limit) if r.get("messages")]
+        rows = [r for r in _rows(records, limit) if r.get("messages") and r.get("task") != "conversation"]
         answers = [answer_text(r) for r in rows]
         grids = {
             tuple(r["grid"]) if r.get("grid") else _answer_grid(a) for r, a in zip(rows, answers, strict=True)
