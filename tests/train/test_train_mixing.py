@@ -119,6 +119,10 @@ def test_parquet_and_json_sources_with_an_eval_file(tmp_path):
     mixed, evals = load_datasets(_config(tmp_path, data))
     assert mixed["id"] == [f"p/{i}" for i in range(5)] + [f"j/{i}" for i in range(5)]
     assert list(evals) == ["chat"] and evals["chat"]["id"] == ["je/0", "je/1"]
+    streamed, evals = load_datasets(_config(tmp_path, {**data, "streaming": True}, max_steps=3))
+    assert [r["id"] for r in streamed] == mixed["id"] and [r["id"] for r in evals["chat"]] == ["je/0", "je/1"]
+    with pytest.raises(DataError, match=r"data\.sources\[0\] \(none\): cannot load parquet files"):
+        load_datasets(_config(tmp_path, {"sources": [{"path": str(tmp_path / "none*.parquet")}]}))
 
 
 def test_a_source_missing_a_column_is_named(tmp_path):
@@ -132,7 +136,13 @@ def test_a_source_missing_a_column_is_named(tmp_path):
 
 @pytest.mark.parametrize(
     ("path", "message"),
-    [("./nowhere/refcoco", "does not exist"), ("someone/no-such-dataset", "HF_HUB_OFFLINE=1")],
+    [
+        ("./nowhere/refcoco", "does not exist"),
+        (
+            "someone/no-such-dataset",
+            r"'someone/no-such-dataset' \(not a local path\) from the Hub \(HF_HUB_OFFLINE=1",
+        ),
+    ],
 )
 def test_unknown_path_and_offline_hub_id_fail_in_one_line_before_any_model(
     path, message, tmp_path, monkeypatch
@@ -162,11 +172,15 @@ def test_settings_are_those_the_sources_agree_on(tmp_path):
     assert asking.grid == (8, 8)  # a source without descriptors has no say on the grid
 
 
-def test_streaming_needs_max_steps(tmp_path):
+def test_streaming_needs_max_steps_and_streams_one_folder_of_data_path(tmp_path):
     from text4seg.train.config import ConfigError
 
     with pytest.raises(ConfigError, match="loop.max_steps"):
         _config(tmp_path, {"path": "x", "streaming": True}, max_steps=None)
+    folder = _folder(tmp_path, "ref", 1)
+    streamed, evals = load_datasets(_config(tmp_path, {"path": folder, "streaming": True, "shards": 3}))
+    assert [r["id"] for r in streamed] == [f"synthetic/train/1/{i}" for i in range(4)]
+    assert list(evals) == ["ref"] and len(evals["ref"]) == 2
 
 
 def _seen_ids(monkeypatch):
@@ -207,3 +221,34 @@ def test_streaming_resume_continues_with_the_next_records(tmp_path, monkeypatch)
     resumed = train(config, model=model, processor=processor)
     assert resumed.resumed_from is not None and resumed.resumed_from.name == "checkpoint-3"
     assert first + seen == uninterrupted, (first, seen, uninterrupted)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_moved_build_storing_image_paths_mixes_with_embedded_images(streaming, tmp_path):
+    import shutil
+
+    from text4seg.data import make_synthetic
+    from text4seg.data.build import BuildConfig, build
+    from text4seg.train.collate import split_record
+
+    synth = make_synthetic(tmp_path / "source", num_images=2, image_size=64, seed=0)
+    build(
+        "refcoco",
+        synth.refs,
+        synth.images,
+        tmp_path / "built",
+        BuildConfig(grid=8, image_store="folder", progress=False),
+    )
+    shutil.move(
+        tmp_path / "built", tmp_path / "moved"
+    )  # relative image paths: resolved against the new place
+    data = {
+        "sources": [{"path": str(tmp_path / "moved")}, {"path": _folder(tmp_path, "embedded", 1)}],
+        "mix": "concatenate",
+        "streaming": streaming,
+    }
+    mixed, evals = load_datasets(_config(tmp_path, data))
+    rows = list(mixed) if streaming else [mixed[i] for i in range(len(mixed))]
+    sizes = {split_record(r)[2][0].size for r in rows}
+    assert sizes == {(64, 64), (32, 32)} and len(rows) > 4
+    assert "embedded" in evals  # its val split, evaluated on its own

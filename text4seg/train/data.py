@@ -232,7 +232,7 @@ def _absolute_images(dataset: Any, root: Path) -> Any:
         return dataset
     if hasattr(dataset, "to_iterable_dataset"):
         return dataset.with_format(None).map(resolve, keep_in_memory=True, desc=f"image paths of {root}")
-    return dataset.map(resolve)
+    return dataset.map(resolve, features=dataset.features)  # features kept known: mixing aligns on them
 
 
 def _stream(dataset: Any, config: TrainConfig) -> Any:
@@ -264,7 +264,8 @@ def _open_folder_source(src: SourceConfig, config: TrainConfig, where: str) -> S
     return Source(_source_name(src), train, evaluation, saved)
 
 
-def _load_dataset(where: str, *args: Any, **kwargs: Any) -> Any:
+def _load_dataset(where: str, what: str, *args: Any, **kwargs: Any) -> Any:
+    """`datasets.load_dataset(*args, **kwargs)`, or a one-line DataError: `where` cannot load `what`."""
     from datasets import load_dataset
 
     try:
@@ -272,7 +273,7 @@ def _load_dataset(where: str, *args: Any, **kwargs: Any) -> Any:
     except Exception as err:  # datasets/hub raise many kinds (offline, missing files, bad JSON)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         offline = " (HF_HUB_OFFLINE=1: only cached datasets load)" if _offline() else ""
-        raise DataError(f"{where}: cannot load {args[0]!r}{offline}: {first}") from None
+        raise DataError(f"{where}: cannot load {what}{offline}: {first}") from None
 
 
 def _offline() -> bool:
@@ -283,7 +284,8 @@ def _offline() -> bool:
 
 def _open_files(src: SourceConfig, config: TrainConfig, where: str, kind: str) -> Source:
     files = {"train": src.path, **({"eval": src.eval_path} if src.eval_path and src.eval else {})}
-    loaded = _load_dataset(where, kind, data_files=files, streaming=config.data.streaming)
+    what = f"{kind} files {src.path}"
+    loaded = _load_dataset(where, what, kind, data_files=files, streaming=config.data.streaming)
     return Source(_source_name(src), loaded["train"], loaded.get("eval"))
 
 
@@ -292,12 +294,12 @@ def _open_hub(src: SourceConfig, config: TrainConfig, where: str) -> Source:
         src.train_split or config.data.train_split,
         src.eval_split or config.data.eval_split,
     )
-    streaming = config.data.streaming
-    train = _load_dataset(where, src.path, split=train_split, streaming=streaming)
+    streaming, what = config.data.streaming, f"{src.path!r} (not a local path) from the Hub"
+    train = _load_dataset(where, what, src.path, split=train_split, streaming=streaming)
     evaluation = None
     if src.eval and eval_split:
         try:
-            evaluation = _load_dataset(where, src.path, split=eval_split, streaming=streaming)
+            evaluation = _load_dataset(where, what, src.path, split=eval_split, streaming=streaming)
         except DataError:
             if src.eval_split:  # asked for by name: it must be there
                 raise
