@@ -4,9 +4,10 @@
     result = train(load_config("recipes/tiny_cpu.yaml", ["loop.max_steps=20"]), train_dataset=records)
 
 Torch and transformers are imported only when `train` runs. The modules, one job each: `config` (recipes and
-overrides), `data` (datasets checked before a model loads, loaders), `collate` (answer-only labels), `setup`
-(model, PEFT, optimizer, schedule, Accelerator), `loop` (the steps), `loss`, `checkpoints` (atomic save,
-resume from the newest intact one), `final` (final/, merged/ and text4seg.json), `trainer` (`train`).
+overrides), `data` (datasets checked before a model loads, loaders), `sources` (several datasets mixed or
+streamed), `collate` (answer-only labels), `setup` (model, PEFT, optimizer, schedule, Accelerator), `loop`
+(the steps), `loss`, `checkpoints` (atomic save, resume from the newest intact one), `final` (final/,
+merged/ and text4seg.json), `trainer` (`train`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Fine-tuning, room by room: `train(config, ...)` is the Python API (the CLI calls it).
 
 The rooms, each with one job: `train.data` (datasets checked before any model is loaded, loaders, run
-length, the settings the data implies), `train.setup` (model, PEFT, optimizer, schedule, Accelerator),
-`train.checkpoints` (atomic save, resume from the newest intact one), `train.loop` (the steps, logging,
-eval, stopping) and `train.final` (final/ and merged/ with text4seg.json). Outputs under `output.dir`:
+length, the settings the data implies), `train.sources` (several datasets mixed or streamed), `train.setup`
+(model, PEFT, optimizer, schedule, Accelerator), `train.checkpoints` (atomic save, resume from the newest
+intact one), `train.loop` (the steps, logging, eval, stopping) and `train.final` (final/ and merged/ with
+text4seg.json). Outputs under `output.dir`:
 
     metrics.jsonl              one JSON line per optimizer step ({"step", "loss", "lr", ...}) and per eval
     checkpoints/checkpoint-N/  complete checkpoints only: written to `.tmp-checkpoint-N` then renamed; each
