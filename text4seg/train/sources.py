@@ -204,15 +204,17 @@ def open_sources(config: TrainConfig, sources: list[SourceConfig] | None = None)
 
 
 def _align_images(datasets: list[Any]) -> list[Any]:
-    """Embedded images and path strings in one mixture: the paths cast to images (read when used)."""
+    """Embedded images and path strings in one mixture: the paths cast to images (read when used); a
+    source that already embeds them, or has no images, is left as it is (a cast rewrites a dataset)."""
     from datasets import Image, List
 
-    kinds = {str(getattr(ds, "features", {}) and ds.features.get("images")) for ds in datasets}
-    if len(kinds) < 2:
+    images = List(Image())
+    have = [(getattr(ds, "features", None) or {}).get("images") for ds in datasets]
+    if len({str(f) for f in have if f is not None}) < 2:
         return datasets
     return [
-        ds.cast_column("images", List(Image())) if ds.features and "images" in ds.features else ds
-        for ds in datasets
+        ds.cast_column("images", images) if f is not None and f != images else ds
+        for ds, f in zip(datasets, have, strict=True)
     ]
 
 

@@ -252,3 +252,20 @@ def test_a_moved_build_storing_image_paths_mixes_with_embedded_images(streaming,
     sizes = {split_record(r)[2][0].size for r in rows}
     assert sizes == {(64, 64), (32, 32)} and len(rows) > 4
     assert "embedded" in evals  # its val split, evaluated on its own
+
+
+def test_the_cli_names_a_bad_source_in_one_error_line(tmp_path, monkeypatch, capsys):
+    import text4seg.train.trainer as trainer
+    from text4seg.train.cli import main as train_main
+
+    monkeypatch.setattr(trainer, "build_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text(
+        f"data:\n  sources:\n    - {{path: {_folder(tmp_path, 'ok', 1)}}}\n    - {{path: {tmp_path / 'gone'}}}\n"
+        f"output:\n  dir: {tmp_path / 'run'}\n"
+    )
+    capsys.readouterr()  # the progress bars of saving the dataset
+    assert train_main([str(recipe), "loop.max_steps=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: data.sources[1] (gone)"), err
+    assert "does not exist" in err
