@@ -197,30 +197,32 @@ def _seen_ids(monkeypatch):
     return seen
 
 
-def _stream_run(tmp_path, data, max_steps, **loop):
-    model, processor = build_tiny("qwen2_vl")
-    config = _config(tmp_path, {"streaming": True, "shards": 2, **data}, max_steps=max_steps, **loop)
-    return train(config, model=model, processor=processor)
+def _stream_config(tmp_path, data, **loop):
+    return _config(tmp_path, {"streaming": True, "shards": 2, **data}, **loop)
 
 
-def test_streaming_resume_continues_with_the_next_records(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("mix", "cut", "steps"),
+    [("concatenate", 3, 6), ("interleave", 11, 12)],  # 11: after the 9-record stream ran out once
+)
+def test_streaming_resume_continues_with_the_next_records(mix, cut, steps, tmp_path, monkeypatch):
     chat = _text_sources(tmp_path, {"chat": 5})[0]
-    data = {"sources": [{"path": _folder(tmp_path, "ref", 1)}, {"path": chat}], "mix": "concatenate"}
+    data = {"sources": [{"path": _folder(tmp_path, "ref", 1)}, {"path": chat}], "mix": mix}
     seen = _seen_ids(monkeypatch)
-    whole = _stream_run(tmp_path / "whole", data, 6)
-    uninterrupted = list(seen)
-    assert whole.steps == 6 and len(uninterrupted) == 6
-    seen.clear()
-    stop_at_3 = lambda record: record["step"] >= 3  # noqa: E731
     model, processor = build_tiny("qwen2_vl")
-    config = _config(tmp_path / "cut", {"streaming": True, "shards": 2, **data}, max_steps=6, save_every=3)
-    train(config, model=model, processor=processor, callbacks=[stop_at_3])
+    whole = train(_stream_config(tmp_path / "whole", data, max_steps=steps), model=model, processor=processor)
+    uninterrupted = list(seen)
+    assert whole.steps == steps and len(uninterrupted) == steps
+    seen.clear()
+    config = _stream_config(tmp_path / "cut", data, max_steps=steps, save_every=cut)
+    model, processor = build_tiny("qwen2_vl")
+    train(config, model=model, processor=processor, callbacks=[lambda record: record["step"] >= cut])
     first = list(seen)
     seen.clear()
     model, processor = build_tiny("qwen2_vl")
     resumed = train(config, model=model, processor=processor)
-    assert resumed.resumed_from is not None and resumed.resumed_from.name == "checkpoint-3"
-    assert first + seen == uninterrupted, (first, seen, uninterrupted)
+    assert resumed.resumed_from is not None and resumed.resumed_from.name == f"checkpoint-{cut}"
+    assert len(first) == cut and first + seen == uninterrupted, (first, seen, uninterrupted)
 
 
 @pytest.mark.parametrize("streaming", [False, True])
