@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import text4seg as t4s
 from text4seg.cli import main
 
 ARGS = [
@@ -136,3 +137,20 @@ def test_a_record_claiming_a_huge_size_is_one_line(saved, tmp_path, capsys):
     datasets.DatasetDict({"val": huge}).save_to_disk(str(tmp_path / "data"))
     argv = ["evaluate", str(saved / "model"), "--data", str(tmp_path / "data"), "--quiet", "--device", "cpu"]
     _refused(argv, capsys, "30000×30000 = 900,000,000 pixels is over the limit")
+
+
+def test_the_models_saved_grid_wins_over_the_datasets(saved, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(saved / "model", model)
+    (model / "text4seg.json").write_text('{"grid": [5, 5]}')  # the dataset's records say 16×16
+    out = tmp_path / "out"
+    argv = [str(model), "--data", str(saved / "data"), "--limit", "1", "--out", str(out), "--quiet"]
+    assert main(["evaluate", *argv, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    assert report["info"]["grid"] == [5, 5]
+    line = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    segment = t4s.extract_segments(line["text"])[0]
+    assert t4s.decode(segment, t4s.TEXT4SEG.with_grid(5), strict=True).grid.shape == (5, 5)

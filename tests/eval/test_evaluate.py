@@ -107,3 +107,26 @@ def test_unreadable_image_path_names_the_record(records, tmp_path):
     )
     with pytest.raises(EvalDataError, match="cannot read image"):
         evaluate(OracleSegmenter(records), broken, progress=False)
+
+
+class _AsksLikeTheSegmenter(OracleSegmenter):
+    """The oracle, after the checks `Segmenter.segment_batch` makes on each query (`make_query`)."""
+
+    def segment_batch(self, pairs, batch_size=8):
+        from text4seg.infer.prompts import make_query
+
+        for index, (_, query) in enumerate(pairs):
+            try:
+                make_query(query)
+            except ValueError as err:
+                raise ValueError(f"pair {index}: {err}") from err
+        return [self.segment(image, query) for image, query in pairs]
+
+
+def test_a_query_the_segmenter_refuses_names_its_records():
+    data = make_records(n_images=1, semantic=False)
+    long = data.map(lambda r, i: {"expression": "x" * 600 if i == 1 else r["expression"]}, with_indices=True)
+    with pytest.raises(
+        EvalDataError, match=r"records syn/0/0, syn/0/1.*pair 1: expression is 600 characters"
+    ):
+        evaluate(_AsksLikeTheSegmenter(long), long, batch_size=2, progress=False)

@@ -109,3 +109,18 @@ def test_the_adapters_settings_win_over_the_bases(tmp_path, hf_home):
         "upsample": "nearest",
         "target_label": "target",
     }
+
+
+def test_a_cached_model_loads_offline_when_the_hub_is_unreachable(hf_home, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    sources._reachable.cache_clear()
+    assert not sources.offline_when_unreachable(tmp_path, None)  # local folders need no Hub
+    cached_repo(hf_home, "org/cached", {"config.json": "{}"})
+    check_source("org/cached")
+    assert sources.offline_when_unreachable(tmp_path, "org/cached")
+    assert constants.HF_HUB_OFFLINE and sources.hub_offline()

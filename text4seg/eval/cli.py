@@ -54,7 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=8, help="samples per generate call (8)")
     p.add_argument(
-        "--grid", type=grid_side, default=None, help="descriptor grid (default: the dataset's `grid` column)"
+        "--grid",
+        type=grid_side,
+        default=None,
+        help="descriptor grid the model answers in (default: the model's text4seg.json, else the dataset's "
+        "`grid` column; the ground truth is scored at full resolution either way)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -90,15 +94,21 @@ def _load_data(args: argparse.Namespace) -> Any:
     return data
 
 
+def _data_grid(data: Any) -> tuple[int, int] | None:
+    """The grid of the split's first record (the `grid` column), or None when it has none."""
+    grid = data[0].get("grid") if "grid" in data.column_names else None
+    return tuple(grid) if grid else None
+
+
 def _run(args: argparse.Namespace) -> int:
     from text4seg.distributed import process_state
     from text4seg.eval.evaluate import EvalDataError, evaluate
 
     try:
         check_output_folder(args.out, "--out")
-        preflight(args)
+        saved = preflight(args)
         data = _load_data(args)
-        grid = args.grid if args.grid is not None else tuple(data[0]["grid"])
+        grid = args.grid if args.grid is not None or "grid" in saved else _data_grid(data)
         device = _device(args.device)
         refiner = refiner_from_args(args, device)
         segmenter = load_segmenter(args, grid=grid, device=device)
@@ -109,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         "model": args.model,
         "adapter": args.adapter,
         "data": str(Path(args.data)),
-        "grid": list(grid) if isinstance(grid, tuple) else grid,
+        "grid": list(segmenter.fmt.grid),
         "constrained": args.constrained,
         "sam": sam_model(args),
     }

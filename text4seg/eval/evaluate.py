@@ -117,6 +117,19 @@ def segment_all(
     return [segmenter.segment(image, query) for image, query in pairs]
 
 
+def _segment_records(
+    segmenter: Any, images: Sequence[Image.Image], records: list[dict[str, Any]], batch_size: int
+):
+    """`segment_all` for a chunk of records; a query the segmenter refuses (too long for the model, a
+    label the format cannot hold) is an `EvalDataError` naming the chunk's records."""
+    pairs = [(image, query_of(record)) for image, record in zip(images, records, strict=True)]
+    try:
+        return segment_all(segmenter, pairs, batch_size)
+    except (ValueError, TypeError) as err:
+        ids = ", ".join(str(record_id(r)) for r in records)
+        raise EvalDataError(f"records {ids} (pair = position among them): {err}") from err
+
+
 # -- accumulators ----------------------------------------------------------------------------------
 class _Scores:
     """Refer metrics per (source dataset, task) group and one semantic accumulator, for one variant."""
@@ -310,9 +323,7 @@ def evaluate(
         records = [data[i] for i in chunk]
         images, truths = zip(*(_load(record) for record in records), strict=True)
         t0 = time.perf_counter()
-        results = segment_all(
-            segmenter, [(im, query_of(r)) for im, r in zip(images, records, strict=True)], batch_size
-        )
+        results = _segment_records(segmenter, images, records, batch_size)
         per_sample = (time.perf_counter() - t0) / len(chunk)
         for index, record, image, truth, result in zip(chunk, records, images, truths, results, strict=True):
             pred = as_prediction(result, truth.mask.shape)

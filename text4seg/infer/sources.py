@@ -127,6 +127,20 @@ def check_sources(model: str | os.PathLike, adapter: str | os.PathLike | None = 
         check_source(adapter_base(model), f"base model of adapter {model}")
 
 
+def offline_when_unreachable(*names: str | os.PathLike | None) -> bool:
+    """For a command's process: when one of `names` is a Hub id (no local folder), `check_source` found
+    it cached, and the Hub cannot be reached, switch this process to offline mode (`HF_HUB_OFFLINE=1`),
+    so transformers loads from the cache at once instead of retrying the Hub. True when it switched."""
+    hub_ids = [str(n) for n in names if n is not None and not Path(str(n)).expanduser().exists()]
+    if not any(is_repo_id(n) for n in hub_ids) or hub_offline() or hub_reachable():
+        return False
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    return True
+
+
 # -- text4seg.json beside a model --------------------------------------------------------------------
 def hub_file(repo_id: str, filename: str) -> Path | None:
     """`filename` of a Hub repository: from the cache, else downloaded when online; None when absent."""
