@@ -121,7 +121,7 @@ def test_parquet_and_json_sources_with_an_eval_file(tmp_path):
     assert list(evals) == ["chat"] and evals["chat"]["id"] == ["je/0", "je/1"]
     streamed, evals = load_datasets(_config(tmp_path, {**data, "streaming": True}, max_steps=3))
     assert [r["id"] for r in streamed] == mixed["id"] and [r["id"] for r in evals["chat"]] == ["je/0", "je/1"]
-    with pytest.raises(DataError, match=r"data\.sources\[0\] \(none\): cannot load parquet files"):
+    with pytest.raises(DataError, match=r"data\.sources\[0\] \(\w+\): cannot load parquet files"):
         load_datasets(_config(tmp_path, {"sources": [{"path": str(tmp_path / "none*.parquet")}]}))
 
 

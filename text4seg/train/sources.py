@@ -34,10 +34,16 @@ class Source:
 
 
 def _source_name(src: SourceConfig) -> str:
+    """`name`, else the folder's or file's name without its suffix (a glob's folder; a Hub id's last part)."""
     if src.name:
         return src.name
-    stem = Path(src.path.rstrip("/")).name.split("*")[0] or src.path
-    return stem.removesuffix(".gz").rsplit(".", 1)[0] if "." in stem else stem
+    path = Path(src.path.rstrip("/"))
+    if any(c in path.name for c in "*?["):
+        path = path.parent
+    name = path.name
+    for suffix in _SUFFIX_KINDS:
+        name = name.removesuffix(suffix)
+    return name or src.path
 
 
 def _source_kind(src: SourceConfig, where: str) -> str:
@@ -94,8 +100,7 @@ def _open_folder_source(src: SourceConfig, config: TrainConfig, where: str) -> S
         train, evaluation = loaded, None
     root = Path(src.path).resolve()
     train = _stream(train.with_format(None), config) if config.data.streaming else train
-    train = _absolute_images(train, root)
-    evaluation = _absolute_images(evaluation, root) if evaluation is not None else None
+    train = _absolute_images(train, root)  # the eval records, not mixed, keep their folder's reader
     try:
         saved = Asking.load(src.path)
     except ValueError as err:
