@@ -158,6 +158,8 @@ def test_predict_refuses_hostile_inputs_before_loading(saved_model, photo, tmp_p
         ["predict", model, image, "x" * 2048, "--out", out], capsys, "2,048 characters long; the limit is 500"
     )
     _refused(["predict", model, image, "a, " + "b" * 600, "--classes", "--out", out], capsys, "limit is 500")
+    many = ", ".join(f"class {k}" for k in range(300))
+    _refused(["predict", model, image, many, "--classes", "--out", out], capsys, "300 classes do not fit")
     _refused(
         ["predict", model, image, "cat", "--out", str(tmp_path)],
         capsys,

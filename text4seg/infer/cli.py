@@ -20,6 +20,8 @@ from text4seg.infer.model_args import (
 )
 
 PROG = "text4seg predict"
+MAX_PNG_CLASSES = 255
+"""The most classes `--classes` takes: the mask PNG stores label values 1..255."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,8 +63,8 @@ def _write_mask(result, path: Path, classes: bool) -> None:
     from PIL import Image
 
     if classes:
-        if int(result.label_map.max(initial=0)) > 255:
-            raise SystemExit(f"{PROG}: more than 255 classes do not fit an 8-bit PNG")
+        if int(result.label_map.max(initial=0)) > MAX_PNG_CLASSES:
+            raise SystemExit(f"{PROG}: more than {MAX_PNG_CLASSES} classes do not fit an 8-bit PNG")
         array = result.label_map.astype(np.uint8)
     else:
         array = result.mask.astype(np.uint8) * 255
@@ -77,6 +79,10 @@ def _target(args: argparse.Namespace) -> str | list[str]:
     target: str | list[str] = args.expression
     if args.classes:
         target = [c.strip() for c in args.expression.split(",") if c.strip()]
+        if len(target) > MAX_PNG_CLASSES:
+            raise ArgsError(
+                f"{len(target)} classes do not fit the 8-bit mask PNG (at most {MAX_PNG_CLASSES})"
+            )
     make_query(target)
     return target
 
