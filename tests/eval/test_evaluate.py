@@ -130,3 +130,56 @@ def test_a_query_the_segmenter_refuses_names_its_records():
         EvalDataError, match=r"records syn/0/0, syn/0/1.*pair 1: expression is 600 characters"
     ):
         evaluate(_AsksLikeTheSegmenter(long), long, batch_size=2, progress=False)
+
+
+def test_conversation_records_are_skipped_and_counted():
+    data = make_records(n_images=1, semantic=False)
+    chat = data.select([0, 1]).map(lambda r: {"task": "conversation", "masks": [], "labels": []})
+    mixed = datasets.concatenate_datasets([chat, data])
+    report = evaluate(OracleSegmenter(data), mixed, progress=False)
+    assert report.info["skipped_conversation"] == 2
+    assert report.info["n_samples"] == len(data) == len(report.samples)
+    assert report.metrics["refer"]["grefcoco"]["coarse"]["gIoU"] == 1.0
+
+
+def test_a_dataset_storing_image_paths_is_read_wherever_its_folder_moved(tmp_path):
+    data = make_records(n_images=1, semantic=False)
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    paths = []
+    for i, record in enumerate(data):
+        record["images"][0].convert("RGB").save(tmp_path / "ds" / "images" / f"{i}.png")
+        paths.append([f"images/{i}.png"])
+    by_path = data.remove_columns("images").add_column("images", paths)
+    datasets.DatasetDict({"val": by_path}).save_to_disk(str(tmp_path / "ds"))
+    (tmp_path / "ds").rename(tmp_path / "moved")
+    report = evaluate(OracleSegmenter(data), tmp_path / "moved", progress=False)
+    assert report.metrics["refer"]["grefcoco"]["coarse"]["gIoU"] == 1.0
+
+
+class _WrongWhereIgnored(OracleSegmenter):
+    """The oracle, except that it answers the opposite of the truth on the records' ignored pixels."""
+
+    def __init__(self, dataset, ignore):
+        super().__init__(dataset)
+        self.ignore = ignore
+
+    def segment(self, image, query):
+        result = super().segment(image, query)
+        label_map = np.where(self.ignore, (result.label_map == 0).astype(np.int32), result.label_map)
+        return type(result)(label_map > 0, label_map, result.grid, result.labels)
+
+
+def test_ignored_pixels_are_left_out_of_every_metric(records):
+    from text4seg.protocol.records import encode_counts
+
+    size = records[0]["height"], records[0]["width"]
+    ignore = np.zeros(size, dtype=bool)
+    ignore[:, : size[1] // 3] = True
+    with_ignore = records.add_column("ignore", [encode_counts(ignore)] * len(records))
+    wrong = _WrongWhereIgnored(records, ignore)
+    report = evaluate(wrong, with_ignore, progress=False)
+    assert report.metrics["refer"]["grefcoco"]["coarse"]["cIoU"] == 1.0
+    assert report.metrics["semantic"]["coarse"]["mIoU"] == 1.0
+    unmasked = evaluate(wrong, records, progress=False)
+    assert unmasked.metrics["refer"]["grefcoco"]["coarse"]["cIoU"] < 1.0
+    assert unmasked.metrics["semantic"]["coarse"]["mIoU"] < 1.0

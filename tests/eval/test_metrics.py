@@ -226,3 +226,28 @@ def test_exact_sum_is_order_independent():
     assert forward.value == right.value == math.fsum(values)
     with pytest.raises(ValueError):
         ExactSum([float("nan")])
+
+
+def test_ignored_pixels_count_nowhere_and_merge_exactly():
+    pred = _rect((4, 4), 0, 2, 0, 2)
+    gt = _rect((4, 4), 0, 2, 1, 4)
+    ignore = _rect((4, 4), 0, 4, 0, 1) | _rect((4, 4), 0, 4, 3, 4)  # columns 0 and 3
+    assert intersection_union(pred, gt, ignore) == (2, 4)
+    acc = ReferMetrics()
+    assert acc.update(pred, gt, ignore=ignore).iou == pytest.approx(0.5)
+    # a prediction only on ignored pixels is an empty prediction
+    assert acc.update(_rect((4, 4), 0, 4, 0, 1), np.zeros((4, 4), bool), ignore=ignore).pred_empty
+    with pytest.raises(ValueError, match="ignore mask shape"):
+        acc.update(pred, gt, ignore=np.zeros((2, 2), bool))
+    cm = confusion_matrix(PRED, GT, 3, ignore=np.array([[True, False, False, False], [True] * 4]))
+    assert cm.tolist() == [[0, 1, 0], [0, 2, 0], [0, 0, 0]]
+    rng = np.random.default_rng(2)
+    triples = [
+        (rng.integers(0, 3, (5, 5)), rng.integers(0, 3, (5, 5)), rng.random((5, 5)) < 0.3) for _ in range(8)
+    ]
+    whole, a, b = SemanticMetrics(3), SemanticMetrics(3), SemanticMetrics(3)
+    for k, (p, g, i) in enumerate(triples):
+        whole.update(p, g, i)
+        (a if k % 2 else b).update(p, g, i)
+    assert whole.confusion.sum() == sum(int((~i).sum()) for _, _, i in triples)
+    assert a.merge(b).compute() == whole.compute()

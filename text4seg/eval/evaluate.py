@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from text4seg.distributed import process_state
 from text4seg.eval.metrics import ReferMetrics, SemanticMetrics
 from text4seg.protocol.images import read_record_image
-from text4seg.protocol.records import Truth, ground_truth, query_of, record_id, record_size
+from text4seg.protocol.records import Truth, ground_truth, load_records, query_of, record_id, record_size
 from text4seg.protocol.records import decode_counts as decode_rle  # noqa: F401  (deprecated name)
 
 VARIANTS = ("coarse", "refined")
@@ -37,21 +37,28 @@ class EvalDataError(ValueError):
 
 # -- data ------------------------------------------------------------------------------------------
 def load_split(data: Any, split: str) -> Any:
-    """A `datasets.Dataset`: a path saved by `text4seg build`, a `DatasetDict`, or a `Dataset` as is."""
+    """A `datasets.Dataset`: a path saved by `text4seg build` (read by `load_records`, so image paths of
+    builds storing each image once resolve wherever the folder is), a `DatasetDict`, or a `Dataset` as is."""
     import datasets
 
     if isinstance(data, str | os.PathLike):
-        path = Path(data)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"dataset directory {path} does not exist (make one with `text4seg build`)"
-            )
-        data = datasets.load_from_disk(str(path))
+        data = load_records(data)
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
             raise KeyError(f"split {split!r} not in the dataset; it has {sorted(data)}")
         return data[split]
     return data
+
+
+def _without_conversations(data: Any) -> tuple[Any, int]:
+    """The split without its `conversation` records (chat without masks: nothing to score), and how many
+    there were."""
+    if "task" not in data.column_names:
+        return data, 0
+    keep = [i for i, task in enumerate(data["task"]) if task != "conversation"]
+    if len(keep) == len(data):
+        return data, 0
+    return data.select(keep), len(data) - len(keep)
 
 
 def semantic_classes(dataset: Any) -> list[str]:
@@ -186,13 +193,13 @@ def _score(
         if scores.semantic is None:
             raise EvalDataError(f"record {record.get('id')}: semantic record but no class list")
         pred_map = _label_map(mask, labels, classes)
-        cm = scores.semantic.update(pred_map, _truth_map(truth, classes))
+        cm = scores.semantic.update(pred_map, _truth_map(truth, classes), truth.ignore)
         single = SemanticMetrics(len(classes), classes, background=0)
         single.confusion = cm
         result = single.compute()
         return {"mIoU": result["mIoU"], "pixel_acc": result["pixel_acc"]}
     binary = mask if mask.dtype == bool else mask > 0
-    score = scores.refer_group(_group_name(record)).update(binary, truth.mask, truth.box)
+    score = scores.refer_group(_group_name(record)).update(binary, truth.mask, truth.box, ignore=truth.ignore)
     return score.as_dict()
 
 
@@ -302,7 +309,7 @@ def evaluate(
     process must call this; each returns the same merged report and the main process writes it.
     """
     start = time.perf_counter()
-    data = load_split(dataset, split)
+    data, n_conversation = _without_conversations(load_split(dataset, split))
     n = len(data) if limit is None else min(int(limit), len(data))
     if n < len(data):
         data = data.select(range(n))
@@ -347,6 +354,7 @@ def evaluate(
             **(info or {}),
             "split": split,
             "n_samples": n,
+            "skipped_conversation": n_conversation,
             "processes": 1 if state is None else state.num_processes,
             "refined": refiner is not None,
             "batch_size": batch_size,

@@ -66,12 +66,23 @@ def _as_bool(mask: np.ndarray, name: str) -> np.ndarray:
     return array.astype(bool, copy=False)
 
 
-def intersection_union(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
-    """Pixel counts |pred ∧ gt| and |pred ∨ gt| of two same-shaped binary masks."""
+def intersection_union(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> tuple[int, int]:
+    """Pixel counts |pred ∧ gt| and |pred ∨ gt| of two same-shaped binary masks, over the pixels that
+    `ignore` (an optional same-shaped bool mask) leaves in."""
     p, g = _as_bool(pred, "pred"), _as_bool(gt, "gt")
     if p.shape != g.shape:
         raise ValueError(f"prediction shape {p.shape} differs from ground-truth shape {g.shape}")
+    if ignore is not None:
+        keep = ~_ignored(ignore, p.shape)
+        p, g = p & keep, g & keep
     return int(np.count_nonzero(p & g)), int(np.count_nonzero(p | g))
+
+
+def _ignored(ignore: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    mask = _as_bool(ignore, "ignore")
+    if mask.shape != shape:
+        raise ValueError(f"ignore mask shape {mask.shape} differs from the masks' shape {shape}")
+    return mask
 
 
 def iou_from_counts(intersection: int, union: int) -> float:
@@ -152,9 +163,21 @@ class ReferMetrics:
         self.n_box_hit = 0
 
     def update(
-        self, pred: np.ndarray, gt: np.ndarray, gt_box: Sequence[float] | None = None, *, box: bool = True
+        self,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        gt_box: Sequence[float] | None = None,
+        *,
+        box: bool = True,
+        ignore: np.ndarray | None = None,
     ) -> SampleScore:
-        """Add one sample; `gt_box` (x0, y0, x1, y1) enables REC scoring (skip it with `box=False`)."""
+        """Add one sample; `gt_box` (x0, y0, x1, y1) enables REC scoring (skip it with `box=False`).
+
+        `ignore` (bool, mask-shaped) marks pixels left out of scoring: they count in no intersection or
+        union, nor in deciding whether the prediction or the target is empty."""
+        if ignore is not None:
+            keep = ~_ignored(ignore, np.shape(pred))
+            pred, gt = _as_bool(pred, "pred") & keep, _as_bool(gt, "gt") & keep
         inter, union = intersection_union(pred, gt)
         pred_empty = not np.any(pred)
         gt_empty = not np.any(gt)
@@ -242,9 +265,14 @@ def _share(hits: int, total: int) -> float | None:
 
 
 def confusion_matrix(
-    pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int | None = 255
+    pred: np.ndarray,
+    gt: np.ndarray,
+    num_classes: int,
+    ignore_index: int | None = 255,
+    ignore: np.ndarray | None = None,
 ) -> np.ndarray:
-    """K×K int64 counts, rows = ground truth, columns = prediction; pixels whose gt is `ignore_index` are skipped.
+    """K×K int64 counts, rows = ground truth, columns = prediction; pixels whose gt is `ignore_index` are
+    skipped, and so are the pixels an `ignore` bool mask (same shape) marks.
 
     A ground-truth value outside [0, K) other than `ignore_index`, or a prediction outside [0, K) on a
     counted pixel, is an error: a silently dropped pixel would bias every IoU.
@@ -253,11 +281,12 @@ def confusion_matrix(
     g = np.asarray(gt)
     if p.shape != g.shape:
         raise ValueError(f"prediction shape {p.shape} differs from ground-truth shape {g.shape}")
-    p = p.astype(np.int64, copy=False).ravel()
-    g = g.astype(np.int64, copy=False).ravel()
+    keep = np.ones(g.shape, dtype=bool) if ignore is None else ~_ignored(ignore, g.shape)
+    p = p.astype(np.int64, copy=False)[keep]
+    g = g.astype(np.int64, copy=False)[keep]
     if ignore_index is not None:
-        keep = g != ignore_index
-        g, p = g[keep], p[keep]
+        kept = g != ignore_index
+        g, p = g[kept], p[kept]
     for name, values in (("ground-truth", g), ("predicted", p)):
         bad = (values < 0) | (values >= num_classes)
         if bad.any():
@@ -293,9 +322,10 @@ class SemanticMetrics:
         self.background = background
         self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
 
-    def update(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-        """Add one label map pair; returns this sample's confusion matrix."""
-        cm = confusion_matrix(pred, gt, self.num_classes, self.ignore_index)
+    def update(self, pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+        """Add one label map pair (pixels marked in the bool mask `ignore` left out); returns this
+        sample's confusion matrix."""
+        cm = confusion_matrix(pred, gt, self.num_classes, self.ignore_index, ignore)
         self.confusion += cm
         return cm
 
