@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,7 +122,10 @@ def load_image(image: ImageInput) -> Image.Image:
     else:
         raise ImageReadError(f"cannot read an image from {type(image).__name__}")
     try:
-        with Image.open(source) as opened:
+        with warnings.catch_warnings():  # PIL warns from 89 M pixels; the library's own limit decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(source)
+        with opened:
             check_pixels(opened.height, opened.width, f"image {name}")
             opened.load()
             return to_rgb(opened)
