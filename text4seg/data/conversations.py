@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from text4seg.codec import TEXT4SEG, DescriptorParseError, decode, descriptor_gr
 
 from .image_files import ImageFileProblem, locate_image, upright_size
 from .issues import IssueLog
+from .storage import report_counts
 
 FORMATS = ("llava", "swift")
 IMAGE_MARKER = "<image>"
@@ -363,11 +363,7 @@ def _report(sets: list[ConversationSet], tables, log: IssueLog) -> dict:
             {"json": str(s.json), "images": str(s.images), "format": s.format or "auto", "split": s.split}
             for s in sets
         ],
-        "records": dict(sorted(tables.counts.items())),
-        "records_total": sum(tables.counts.values()),
-        "skipped_total": len(log.items),
-        "skipped_by_reason": dict(Counter(issue.reason for issue in log.items)),
-        "skipped": [issue.to_dict() for issue in log.items],
+        **report_counts(tables, log.items),
     }
 
 

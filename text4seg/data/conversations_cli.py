@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .conversations import FORMATS, IMAGE_STORES, ConversationSet, build_conversations
+from .storage import report_summary
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
@@ -50,8 +51,5 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, RecursionError, MemoryError) as err:
         print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
         return 1
-    splits = ", ".join(f"{k}: {v}" for k, v in report["records"].items()) or "none"
-    print(f"{report['records_total']} conversation records ({splits}) -> {args.out}")
-    if report["skipped_total"]:
-        print(f"  skipped {report['skipped_total']} {report['skipped_by_reason']}; see build_report.json")
+    print(report_summary(report, "conversation records", args.out))
     return 0

@@ -380,9 +380,8 @@ def build_labelmaps(
 
 
 def _report(sets: list[LabelMapSet], options: LabelMapOptions, tables, log: IssueLog) -> dict:
-    reasons: dict[str, int] = {}
-    for issue in log.items:
-        reasons[issue.reason] = reasons.get(issue.reason, 0) + 1
+    from .storage import report_counts
+
     return {
         "kind": "labelmap",
         "sets": [
@@ -401,11 +400,7 @@ def _report(sets: list[LabelMapSet], options: LabelMapOptions, tables, log: Issu
             "synonyms": len(options.synonyms),
             "image_store": "embed",
         },
-        "records": dict(sorted(tables.counts.items())),
-        "records_total": sum(tables.counts.values()),
-        "skipped_total": len(log.items),
-        "skipped_by_reason": reasons,
-        "skipped": [issue.to_dict() for issue in log.items],
+        **report_counts(tables, log.items),
     }
 
 

@@ -16,6 +16,7 @@ from .labelmap import (
     preset,
     read_classes,
 )
+from .storage import report_summary
 
 
 def _add_options(parser: argparse.ArgumentParser, grid_type) -> None:
@@ -101,10 +102,7 @@ def _run(sets_of, args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    splits = ", ".join(f"{k}: {v}" for k, v in report["records"].items()) or "none"
-    print(f"{report['records_total']} semantic records ({splits}) -> {args.out}")
-    if report["skipped_total"]:
-        print(f"  skipped {report['skipped_total']} {report['skipped_by_reason']}; see build_report.json")
+    print(report_summary(report, "semantic records", args.out))
     return 0
 
 

@@ -179,19 +179,35 @@ def build_report(
 ) -> dict[str, Any]:
     """The report saved beside the records: config, counts, every skipped item, counters; ``extra``
     (fingerprint, params, inputs, timings) is merged in."""
-    total = sum(tables.counts.values())
     return {
         "records_version": RECORDS_VERSION,
         "config": {**asdict(config), "grid": list(config.fmt.grid)},
-        "records": dict(sorted(tables.counts.items())),
-        "records_total": total,
+        **report_counts(tables, issues),
         "records_by_task": dict(tables.tasks),
-        "skipped_total": len(issues),
-        "skipped_by_reason": dict(Counter(issue.reason for issue in issues)),
-        "skipped": [issue.to_dict() for issue in issues],
         "stats": dict(stats),
         **extra,
     }
+
+
+def report_counts(tables: SplitTables, issues: Sequence[Any]) -> dict[str, Any]:
+    """The counts every build report holds: records per split and in all, skipped items by reason, and each."""
+    return {
+        "records": dict(sorted(tables.counts.items())),
+        "records_total": sum(tables.counts.values()),
+        "skipped_total": len(issues),
+        "skipped_by_reason": dict(Counter(issue.reason for issue in issues)),
+        "skipped": [issue.to_dict() for issue in issues],
+    }
+
+
+def report_summary(report: dict[str, Any], what: str, out_dir: str | Path) -> str:
+    """One or two lines for a command to print: records per split, and what was skipped and why."""
+    splits = ", ".join(f"{k}: {v}" for k, v in report["records"].items()) or "none"
+    lines = [f"{report['records_total']} {what} ({splits}) -> {out_dir}"]
+    if report["skipped_total"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(report["skipped_by_reason"].items()))
+        lines.append(f"  skipped {report['skipped_total']} ({reasons}); see {Path(out_dir) / REPORT_NAME}")
+    return "\n".join(lines)
 
 
 def load_records(folder: str | Path) -> Any:
