@@ -23,3 +23,18 @@ def saved(tmp_path_factory):
     processor.save_pretrained(root / "model")
     datasets.DatasetDict({"val": make_records(n_images=2)}).save_to_disk(str(root / "data"))
     return root
+
+
+@pytest.fixture(scope="session")
+def labelmap_data(tmp_path_factory):
+    """A built semantic dataset (split `val`, 8×8 grid) from three tiny ADE20K-layout label maps whose
+    2-pixel top border is ignored: classes wall, sky, floor (ADE values 1, 3, 4)."""
+    from support.labelmaps import label_values, write_preset
+
+    from text4seg.data.labelmap import LabelMapOptions, build_labelmaps
+
+    root = tmp_path_factory.mktemp("labelmaps")
+    maps = {"a": label_values(0, [1, 3], 0), "b": label_values(1, [3, 4], 0), "c": label_values(2, [4], 0)}
+    data = write_preset("ade20k", root / "raw", "val", maps)
+    build_labelmaps([data], LabelMapOptions(grid=8), root / "built", progress=False)
+    return root / "built"

@@ -166,3 +166,32 @@ class OracleSegmenter:
 
 def _query(record):
     return list(record["labels"][1:]) if record["task"] == "semantic" else record["expression"]
+
+
+class ClassListOracle:
+    """Answers a class list (open-vocabulary semantic evaluation) from the ground truth of the image's
+    semantic record: each pixel labelled with its class's place in the asked list; pixels the record
+    ignores are answered `wrong_on_ignored` (a class index) to show they are not scored."""
+
+    def __init__(self, dataset, wrong_on_ignored: int | None = None):
+        from text4seg.protocol.images import read_record_image
+
+        self.wrong = wrong_on_ignored
+        self.truth = {}
+        for record in dataset:
+            if record["task"] == "semantic":
+                self.truth[read_record_image(record["images"][0]).tobytes()] = record
+        self.queries = []
+
+    def segment(self, image, query):
+        from text4seg.protocol.records import ground_truth
+
+        self.queries.append(query)
+        truth = ground_truth(self.truth[image.tobytes()])
+        label_map = np.zeros(truth.mask.shape, dtype=np.int32)
+        for name, m in zip(truth.label_names, truth.masks, strict=True):
+            label_map[m] = query.index(name) + 1 if name in query else 0
+        if self.wrong is not None and truth.ignore is not None:
+            label_map[truth.ignore] = self.wrong
+        grid = t4s.label_map_to_grid(label_map, 8)
+        return FakeResult(label_map > 0, label_map, grid, ["others", *query])

@@ -154,3 +154,82 @@ def test_the_models_saved_grid_wins_over_the_datasets(saved, tmp_path, capsys):
     line = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
     segment = t4s.extract_segments(line["text"])[0]
     assert t4s.decode(segment, t4s.TEXT4SEG.with_grid(5), strict=True).grid.shape == (5, 5)
+
+
+# -- open-vocabulary semantic evaluation ---------------------------------------------------------------
+def test_semantic_task_asks_the_whole_class_list_and_writes_the_per_class_table(
+    saved, labelmap_data, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    classes = tmp_path / "classes.txt"
+    classes.write_text("wall\nsky\n\nfloor\nceiling\n")
+    argv = [str(saved / "model"), "--data", str(labelmap_data), "--task", "semantic", "--limit", "2"]
+    argv += ["--classes", str(classes), "--question-style", "pipe", "--out", str(out), "--quiet"]
+    assert main(["evaluate", *argv, "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["info"]["classes"] == ["wall", "sky", "floor", "ceiling"]
+    assert report["info"]["task"] == "semantic" and report["info"]["question_style"] == "pipe"
+    table = report["metrics"]["semantic"]["coarse"]["per_class"]
+    assert list(table) == ["others", "wall", "sky", "floor", "ceiling"]
+    assert sum(row["gt_pixels"] for row in table.values()) == 2 * 22 * 32  # ignored border left out
+    assert table["ceiling"]["gt_pixels"] == 0
+    lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [line["task"] for line in lines] == ["semantic", "semantic"]
+    assert lines[0]["question"] == "wall | sky | floor | ceiling"
+    assert "| semantic | mIoU |" in printed and "| ceiling | 0 |" in printed
+
+
+def test_class_options_need_the_semantic_task(saved, labelmap_data, capsys):
+    argv = ["evaluate", str(saved / "model"), "--data", str(labelmap_data), "--question-style", "pipe"]
+    _refused(argv, capsys, "--classes and --question-style go with --task semantic")
+    _refused(
+        [
+            "evaluate",
+            str(saved / "model"),
+            "--data",
+            str(saved / "data"),
+            "--task",
+            "semantic",
+            "--classes",
+            "/nonexistent/classes.txt",
+        ],
+        capsys,
+        "classes.txt",
+    )
+
+
+@pytest.mark.slow
+def test_a_label_map_dataset_builds_trains_and_evaluates(tmp_path, capsys):
+    """The issue's path for synthetic label-map data: build, train a tiny model 2 steps, evaluate."""
+    from support.labelmaps import label_values, write_preset
+
+    from text4seg.data.labelmap import LabelMapOptions, build_labelmaps
+
+    sets = [
+        write_preset(
+            "ade20k", tmp_path / "raw", split, {f"{split}{k}": label_values(k, [1, 3], 0) for k in range(2)}
+        )
+        for split in ("train", "val")
+    ]
+    build_labelmaps(sets, LabelMapOptions(grid=8), tmp_path / "built", progress=False)
+    run = tmp_path / "run"
+    overrides = [
+        f"data.path={tmp_path / 'built'}",
+        "loop.max_steps=2",
+        "loop.batch_size=2",
+    ]
+    overrides += [
+        f"output.dir={run}",
+        "loop.eval_every=1000",
+        "loop.save_every=1000",
+        "model.tiny.image_size=64",
+    ]
+    assert main(["train", "recipes/tiny_cpu.yaml", *overrides]) == 0
+    out = tmp_path / "eval"
+    argv = [str(run / "final"), "--data", str(tmp_path / "built"), "--task", "semantic", "--out", str(out)]
+    assert main(["evaluate", *argv, "--quiet", "--device", "cpu"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["info"]["n_samples"] == 2 and report["info"]["grid"] == [8, 8]
+    assert set(report["metrics"]["semantic"]["coarse"]["per_class"]) == {"others", "sky", "wall"}
+    capsys.readouterr()

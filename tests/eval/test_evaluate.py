@@ -137,7 +137,7 @@ def test_conversation_records_are_skipped_and_counted():
     chat = data.select([0, 1]).map(lambda r: {"task": "conversation", "masks": [], "labels": []})
     mixed = datasets.concatenate_datasets([chat, data])
     report = evaluate(OracleSegmenter(data), mixed, progress=False)
-    assert report.info["skipped_conversation"] == 2
+    assert report.info["skipped"] == {"conversation": 2, "other_task": 0}
     assert report.info["n_samples"] == len(data) == len(report.samples)
     assert report.metrics["refer"]["grefcoco"]["coarse"]["gIoU"] == 1.0
 
@@ -183,3 +183,35 @@ def test_ignored_pixels_are_left_out_of_every_metric(records):
     unmasked = evaluate(wrong, records, progress=False)
     assert unmasked.metrics["refer"]["grefcoco"]["coarse"]["cIoU"] < 1.0
     assert unmasked.metrics["semantic"]["coarse"]["mIoU"] < 1.0
+
+
+def test_open_vocabulary_semantic_evaluation_asks_every_class_and_leaves_ignored_pixels_out(labelmap_data):
+    from eval_records import ClassListOracle
+
+    data = load_split(labelmap_data, "val")
+    oracle = ClassListOracle(data, wrong_on_ignored=1)
+    report = evaluate(oracle, labelmap_data, task="semantic", progress=False)
+    assert report.info["classes"] == ["floor", "sky", "wall"]
+    assert all(q == ["floor", "sky", "wall"] for q in oracle.queries) and len(oracle.queries) == 3
+    coarse = report.metrics["semantic"]["coarse"]
+    assert coarse["mIoU"] == 1.0 and coarse["mIoU_fg"] == 1.0 and coarse["pixel_acc"] == 1.0
+    table = coarse["per_class"]
+    assert set(table) == {"others", "floor", "sky", "wall"}
+    assert all(table[c]["iou"] == 1.0 and table[c]["acc"] == 1.0 for c in ("floor", "sky", "wall"))
+    # the ignored border (2 of 24 rows) is counted nowhere
+    assert sum(row["gt_pixels"] for row in table.values()) == 3 * 22 * 32
+    assert "| wall |" in report.summary()
+    # a class file naming another list: the records' classes it lacks are an error naming the record
+    with pytest.raises(EvalDataError, match="class 'wall' is not in the class list"):
+        evaluate(ClassListOracle(data), data, task="semantic", classes=["floor", "sky"], progress=False)
+
+
+def test_semantic_task_skips_the_other_records(records):
+    from eval_records import ClassListOracle
+
+    report = evaluate(ClassListOracle(records), records, task="semantic", progress=False)
+    n_semantic = sum(t == "semantic" for t in records["task"])
+    assert report.info["n_samples"] == n_semantic
+    assert report.info["skipped"]["other_task"] == len(records) - n_semantic
+    assert "refer" not in report.metrics or not report.metrics["refer"]
+    assert report.metrics["semantic"]["coarse"]["mIoU"] == 1.0

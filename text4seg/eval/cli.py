@@ -60,6 +60,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="descriptor grid the model answers in (default: the model's text4seg.json, else the dataset's "
         "`grid` column; the ground truth is scored at full resolution either way)",
     )
+    p.add_argument(
+        "--task",
+        choices=("all", "refer", "semantic"),
+        default="all",
+        help="records to score: all (each asked its own query), refer (expression records), semantic "
+        "(semantic records, each asked for the whole class list: open-vocabulary mIoU)",
+    )
+    p.add_argument(
+        "--classes",
+        default=None,
+        metavar="FILE",
+        help="with --task semantic: the class names to ask for, one a line (default: every class of the "
+        "split's semantic records, background first then sorted)",
+    )
+    p.add_argument(
+        "--question-style",
+        choices=("list", "pipe"),
+        default="list",
+        help="with --task semantic: list (the model's question template) or pipe (class names joined by "
+        "' | ', as Text4Seg asks)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -94,6 +115,23 @@ def _load_data(args: argparse.Namespace) -> Any:
     return data
 
 
+def _asked_classes(args: argparse.Namespace, data: Any) -> tuple[list[str] | None, str | None]:
+    """For --task semantic: the class list asked and the question override its style asks with
+    (ArgsError for --classes/--question-style without --task semantic, or a split with no semantic record)."""
+    from text4seg.eval.evaluate import class_question, read_class_file, semantic_classes
+
+    if args.task != "semantic":
+        if args.classes is not None or args.question_style != "list":
+            raise ArgsError("--classes and --question-style go with --task semantic")
+        return None, None
+    found = semantic_classes(data)
+    if not found:
+        raise ArgsError(f"split {args.split!r} of {args.data} has no semantic records (--task semantic)")
+    classes = read_class_file(args.classes) if args.classes is not None else found[1:]
+    classes = [c for c in classes if c != found[0]]
+    return classes, class_question(classes, args.question_style)
+
+
 def _data_grid(data: Any) -> tuple[int, int] | None:
     """The grid of the split's first record (the `grid` column), or None when it has none."""
     grid = data[0].get("grid") if "grid" in data.column_names else None
@@ -108,10 +146,11 @@ def _run(args: argparse.Namespace) -> int:
         check_output_folder(args.out, "--out")
         saved = preflight(args)
         data = _load_data(args)
+        classes, question = _asked_classes(args, data)
         grid = args.grid if args.grid is not None or "grid" in saved else _data_grid(data)
         device = _device(args.device)
         refiner = refiner_from_args(args, device)
-        segmenter = load_segmenter(args, grid=grid, device=device)
+        segmenter = load_segmenter(args, grid=grid, device=device, question=question)
     except (ArgsError, OSError, KeyError, ValueError) as err:
         print(f"{PROG}: {one_line(err)}", file=sys.stderr)
         return 2
@@ -122,6 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         "grid": list(segmenter.fmt.grid),
         "constrained": args.constrained,
         "sam": sam_model(args),
+        **({"question_style": args.question_style} if args.task == "semantic" else {}),
     }
     try:
         report = evaluate(
@@ -135,6 +175,8 @@ def _run(args: argparse.Namespace) -> int:
             out_dir=args.out,
             progress=not args.quiet,
             info=info,
+            task=args.task,
+            classes=classes,
         )
     except EvalDataError as err:
         print(f"{PROG}: {one_line(err)}", file=sys.stderr)

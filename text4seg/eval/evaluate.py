@@ -50,15 +50,66 @@ def load_split(data: Any, split: str) -> Any:
     return data
 
 
-def _without_conversations(data: Any) -> tuple[Any, int]:
-    """The split without its `conversation` records (chat without masks: nothing to score), and how many
-    there were."""
+EVAL_TASKS = ("all", "refer", "semantic")
+"""What `evaluate(task=...)` scores: every record as it asks, the expression records (refer, instance), or
+the semantic records asked with the whole class list (open-vocabulary semantic segmentation)."""
+_KEPT_TASKS = {"all": None, "refer": ("refer", "instance"), "semantic": ("semantic",)}
+QUESTION_STYLES = ("list", "pipe")
+"""How `--task semantic` asks: ``list``, the model's question template; ``pipe``, the class names joined
+by `` | `` (as Text4Seg asks; `text4seg.data.labelmap.QUESTION_STYLES`)."""
+
+
+def _scorable(data: Any, task: str = "all") -> tuple[Any, dict[str, int]]:
+    """The split's records `task` scores, and how many were left out: `conversation` records (chat without
+    masks: nothing to score) and records of the other tasks."""
+    if task not in _KEPT_TASKS:
+        raise ValueError(f"task must be one of {list(EVAL_TASKS)}, got {task!r}")
     if "task" not in data.column_names:
-        return data, 0
-    keep = [i for i, task in enumerate(data["task"]) if task != "conversation"]
-    if len(keep) == len(data):
-        return data, 0
-    return data.select(keep), len(data) - len(keep)
+        return data, {"conversation": 0, "other_task": 0}
+    tasks = data["task"]
+    kept_tasks = _KEPT_TASKS[task]
+    keep = [i for i, t in enumerate(tasks) if t != "conversation" and (kept_tasks is None or t in kept_tasks)]
+    n_chat = sum(t == "conversation" for t in tasks)
+    skipped = {"conversation": n_chat, "other_task": len(tasks) - len(keep) - n_chat}
+    return (data if len(keep) == len(data) else data.select(keep)), skipped
+
+
+def read_class_file(path: str | os.PathLike) -> list[str]:
+    """Class names, one a line (blank lines skipped); ValueError naming the file for no name or a repeat."""
+    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError(f"class file {path}: no class names")
+    seen: set[str] = set()
+    for k, name in enumerate(names, start=1):
+        if name in seen:
+            raise ValueError(f"class file {path}: {name!r} is named twice (second time: name {k})")
+        seen.add(name)
+    return names
+
+
+def class_question(classes: Sequence[str], style: str) -> str | None:
+    """The question override that asks for `classes` in `style` (None for ``list``: the model's own
+    template); braces are escaped since the segmenter formats the override with ``{classes}``."""
+    if style not in QUESTION_STYLES:
+        raise ValueError(f"question style must be one of {list(QUESTION_STYLES)}, got {style!r}")
+    if style == "list":
+        return None
+    return " | ".join(classes).replace("{", "{{").replace("}", "}}")
+
+
+def _class_lists(data: Any, task: str, classes: Sequence[str] | None) -> tuple[list[str], list[str] | None]:
+    """The class list scored (background first) and, for `task="semantic"`, the class list asked."""
+    found = semantic_classes(data)
+    if task != "semantic":
+        return found, None
+    if not found:
+        raise EvalDataError("the split has no semantic records to score (task 'semantic')")
+    background = found[0]
+    asked = [c for c in (found[1:] if classes is None else classes) if c != background]
+    if not asked:
+        raise EvalDataError("the class list to ask for is empty")
+    return [background, *asked], asked
 
 
 def semantic_classes(dataset: Any) -> list[str]:
@@ -89,6 +140,7 @@ class Prediction:
     labels: list[str]
     text: str
     repairs: list[str]
+    question: str | None = None  # the question the model was asked, when the segmenter says
 
 
 def as_prediction(result: Any, size: tuple[int, int]) -> Prediction:
@@ -112,7 +164,10 @@ def as_prediction(result: Any, size: tuple[int, int]) -> Prediction:
     labels = list(getattr(result, "labels", None) or [])
     text = getattr(result, "text", None) or ""
     report = getattr(result, "repairs", None) or []
-    return Prediction(mask.astype(bool), label_map, grid, labels, str(text), [str(r) for r in report])
+    question = getattr(result, "question", None)
+    return Prediction(
+        mask.astype(bool), label_map, grid, labels, str(text), [str(r) for r in report], question
+    )
 
 
 def segment_all(
@@ -125,11 +180,17 @@ def segment_all(
 
 
 def _segment_records(
-    segmenter: Any, images: Sequence[Image.Image], records: list[dict[str, Any]], batch_size: int
+    segmenter: Any,
+    images: Sequence[Image.Image],
+    records: list[dict[str, Any]],
+    batch_size: int,
+    asked: list[str] | None = None,
 ):
-    """`segment_all` for a chunk of records; a query the segmenter refuses (too long for the model, a
-    label the format cannot hold) is an `EvalDataError` naming the chunk's records."""
-    pairs = [(image, query_of(record)) for image, record in zip(images, records, strict=True)]
+    """`segment_all` for a chunk of records, each asked its own query (`query_of`) or, with `asked`, that
+    class list; a query the segmenter refuses (too long for the model, a label the format cannot hold) is
+    an `EvalDataError` naming the chunk's records."""
+    queries = [query_of(r) if asked is None else list(asked) for r in records]
+    pairs = list(zip(images, queries, strict=True))
     try:
         return segment_all(segmenter, pairs, batch_size)
     except (ValueError, TypeError) as err:
@@ -178,10 +239,12 @@ def _label_map(pred_mask: np.ndarray, pred_labels: Sequence[str], classes: Seque
     return lut[values]
 
 
-def _truth_map(truth: Truth, classes: Sequence[str]) -> np.ndarray:
+def _truth_map(truth: Truth, classes: Sequence[str], rid: Any = "?") -> np.ndarray:
     index = {name: k for k, name in enumerate(classes)}
     out = np.zeros(truth.mask.shape, dtype=np.int64)
     for name, m in zip(truth.label_names, truth.masks, strict=True):
+        if name not in index:
+            raise EvalDataError(f"record {rid}: class {name!r} is not in the class list being scored")
         out[m] = index[name]
     return out
 
@@ -193,7 +256,7 @@ def _score(
         if scores.semantic is None:
             raise EvalDataError(f"record {record.get('id')}: semantic record but no class list")
         pred_map = _label_map(mask, labels, classes)
-        cm = scores.semantic.update(pred_map, _truth_map(truth, classes), truth.ignore)
+        cm = scores.semantic.update(pred_map, _truth_map(truth, classes, record.get("id")), truth.ignore)
         single = SemanticMetrics(len(classes), classes, background=0)
         single.confusion = cm
         result = single.compute()
@@ -235,19 +298,36 @@ class EvalReport:
         return report
 
     def summary(self) -> str:
-        """A short markdown table of the headline numbers."""
-        rows = ["| group | metric | coarse | refined |", "|---|---|---|---|"]
-        for group, variants in self.metrics.get("refer", {}).items():
+        """Markdown tables of the headline numbers (one column per variant) and, for semantic records,
+        the per-class IoU."""
+        variants = [v for v in VARIANTS if v in self._variants()]
+        head = ["| group | metric | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
+        rows = []
+        for group, by_variant in self.metrics.get("refer", {}).items():
             for key in ("cIoU", "gIoU", "prec@0.5", "N-acc", "T-acc", "REC Acc@0.5"):
-                values = [variants.get(v, {}).get(key) for v in VARIANTS]
+                values = [by_variant.get(v, {}).get(key) for v in variants]
                 if values[0] is not None:
-                    rows.append(f"| {group} | {key} | {_fmt(values[0])} | {_fmt(values[1])} |")
-        semantic = self.metrics.get("semantic")
-        if semantic:
-            for key in ("mIoU", "mIoU_fg", "pixel_acc"):
-                values = [semantic.get(v, {}).get(key) for v in VARIANTS]
-                rows.append(f"| semantic | {key} | {_fmt(values[0])} | {_fmt(values[1])} |")
-        return "\n".join(rows)
+                    rows.append(f"| {group} | {key} | " + " | ".join(_fmt(x) for x in values) + " |")
+        semantic = self.metrics.get("semantic") or {}
+        for key in ("mIoU", "mIoU_fg", "pixel_acc") if semantic else ():
+            values = [semantic.get(v, {}).get(key) for v in variants]
+            rows.append(f"| semantic | {key} | " + " | ".join(_fmt(x) for x in values) + " |")
+        return "\n".join(head + rows + self._class_table(variants))
+
+    def _variants(self) -> set[str]:
+        groups = [*self.metrics.get("refer", {}).values(), self.metrics.get("semantic") or {}]
+        return {v for group in groups for v in group} or {"coarse"}
+
+    def _class_table(self, variants: Sequence[str]) -> list[str]:
+        semantic = self.metrics.get("semantic") or {}
+        if "coarse" not in semantic:
+            return []
+        rows = ["", "| class | pixels | " + " | ".join(f"IoU {v}" for v in variants) + " |"]
+        rows.append("|---|---|" + "---|" * len(variants))
+        for name, counts in semantic["coarse"]["per_class"].items():
+            ious = [semantic.get(v, {}).get("per_class", {}).get(name, {}).get("iou") for v in variants]
+            rows.append(f"| {name} | {counts['gt_pixels']} | " + " | ".join(_fmt(x) for x in ious) + " |")
+        return rows
 
 
 def _fmt(value: Any) -> str:
@@ -298,6 +378,8 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
     info: dict[str, Any] | None = None,
+    task: str = "all",
+    classes: Sequence[str] | None = None,
 ) -> EvalReport:
     """Score `segmenter` (a `text4seg.infer.Segmenter`, or anything with `segment(image, query)`) on `dataset`.
 
@@ -307,13 +389,19 @@ def evaluate(
     scored. `limit` keeps the first N records. With `out_dir`, the report, the per-sample lines and
     `overlays` overlay PNGs (the first K samples) are written there. Under `accelerate launch` every
     process must call this; each returns the same merged report and the main process writes it.
+
+    `task` (one of `EVAL_TASKS`) picks the records scored; `conversation` records are always skipped
+    (counted in `info["skipped"]`). With `task="semantic"` every semantic record is asked for the same
+    class list (`classes`, default `semantic_classes` of the split without its background: open-vocabulary
+    evaluation) and scored against its full-resolution label map (mIoU, mIoU without background,
+    per-class IoU and pixel accuracy). A record's `ignore` pixels count in no metric.
     """
     start = time.perf_counter()
-    data, n_conversation = _without_conversations(load_split(dataset, split))
+    data, skipped = _scorable(load_split(dataset, split), task)
     n = len(data) if limit is None else min(int(limit), len(data))
     if n < len(data):
         data = data.select(range(n))
-    classes = semantic_classes(data)
+    classes, asked = _class_lists(data, task, classes)
     state = process_state()
     variants = VARIANTS if refiner is not None else VARIANTS[:1]
     scores = {v: _Scores(classes) for v in variants}
@@ -330,7 +418,7 @@ def evaluate(
         records = [data[i] for i in chunk]
         images, truths = zip(*(_load(record) for record in records), strict=True)
         t0 = time.perf_counter()
-        results = _segment_records(segmenter, images, records, batch_size)
+        results = _segment_records(segmenter, images, records, batch_size, asked)
         per_sample = (time.perf_counter() - t0) / len(chunk)
         for index, record, image, truth, result in zip(chunk, records, images, truths, results, strict=True):
             pred = as_prediction(result, truth.mask.shape)
@@ -338,6 +426,8 @@ def evaluate(
                 index, record, image, truth, pred, refiner, scores, classes, overlay_dir, overlays
             )
             line["seconds"]["segment"] = per_sample
+            if asked is not None:
+                line["query"] = list(asked)
             samples.append(line)
         bar.update(len(chunk))
     bar.close()
@@ -354,7 +444,9 @@ def evaluate(
             **(info or {}),
             "split": split,
             "n_samples": n,
-            "skipped_conversation": n_conversation,
+            "task": task,
+            "skipped": skipped,
+            **({"classes": asked} if asked is not None else {}),
             "processes": 1 if state is None else state.num_processes,
             "refined": refiner is not None,
             "batch_size": batch_size,
@@ -414,6 +506,7 @@ def _score_one(
         "id": record.get("id"),
         "task": truth.task,
         "query": query_of(record),
+        "question": pred.question,
         "text": pred.text,
         "repairs": pred.repairs,
         "coarse": _score(scores["coarse"], record, truth, coarse, pred.labels, classes),

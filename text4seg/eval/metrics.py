@@ -379,4 +379,21 @@ class SemanticMetrics:
                 name: (float(v) if ok else None)
                 for name, v, ok in zip(self.class_names, ious, present, strict=True)
             },
+            "per_class": self.per_class(),
+        }
+
+    def per_class(self) -> dict[str, dict[str, Any]]:
+        """Per class: IoU and accuracy (share of its ground-truth pixels predicted as it; None when it has
+        none), and its ground-truth and predicted pixel counts."""
+        tp = np.diag(self.confusion)
+        gt, pred = self.confusion.sum(1), self.confusion.sum(0)
+        ious = self.per_class_iou()
+        return {
+            name: {
+                "iou": None if np.isnan(ious[k]) else float(ious[k]),
+                "acc": float(tp[k] / gt[k]) if gt[k] else None,
+                "gt_pixels": int(gt[k]),
+                "pred_pixels": int(pred[k]),
+            }
+            for k, name in enumerate(self.class_names)
         }

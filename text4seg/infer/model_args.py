@@ -232,10 +232,11 @@ def refiner_from_args(args: argparse.Namespace, device: str | None) -> Any:
 
 
 def segmenter_from_args(
-    args: argparse.Namespace, *, grid: Any, device: str | None, refiner: Any = None
+    args: argparse.Namespace, *, grid: Any, device: str | None, refiner: Any = None, **settings: Any
 ) -> Any:
     """The `Segmenter` the options of `add_model_args` describe (raises OSError when MODEL cannot load,
-    ValueError for an invalid text4seg.json or setting)."""
+    ValueError for an invalid text4seg.json or setting); `settings` (e.g. `question`, `upsample`) win
+    over the saved ones where not None."""
     from text4seg.infer.segmenter import Segmenter
 
     return Segmenter.from_pretrained(
@@ -251,16 +252,19 @@ def segmenter_from_args(
         target_label=args.target_label,
         background_bias=args.background_bias,
         trust_remote_code=args.trust_remote_code,
+        **settings,
     )
 
 
-def load_segmenter(args: argparse.Namespace, *, grid: Any, device: str | None, refiner: Any = None) -> Any:
+def load_segmenter(
+    args: argparse.Namespace, *, grid: Any, device: str | None, refiner: Any = None, **settings: Any
+) -> Any:
     """`segmenter_from_args`, with a loading failure (an OSError other than `ModelSourceError`, whose
     message already names the source) said as `cannot load model MODEL: ...`."""
     from text4seg.infer.sources import ModelSourceError
 
     try:
-        return segmenter_from_args(args, grid=grid, device=device, refiner=refiner)
+        return segmenter_from_args(args, grid=grid, device=device, refiner=refiner, **settings)
     except ModelSourceError:
         raise
     except OSError as err:
