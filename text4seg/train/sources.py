@@ -84,14 +84,16 @@ def _stream(dataset: Any, config: TrainConfig) -> Any:
     return dataset.to_iterable_dataset(num_shards=min(config.data.shards, max(1, len(dataset))))
 
 
+def _split_names(src: SourceConfig, config: TrainConfig) -> tuple[str, str | None]:
+    """(train split, eval split) of a source: its own, else `data.train_split` / `data.eval_split`."""
+    return src.train_split or config.data.train_split, src.eval_split or config.data.eval_split
+
+
 def _open_folder_source(src: SourceConfig, config: TrainConfig, where: str) -> Source:
     from datasets import DatasetDict
 
     loaded = open_folder(src.path, where)
-    train_split, eval_split = (
-        src.train_split or config.data.train_split,
-        src.eval_split or config.data.eval_split,
-    )
+    train_split, eval_split = _split_names(src, config)
     if isinstance(loaded, DatasetDict):
         if train_split not in loaded:
             raise DataError(f"{where}: {src.path} has no split {train_split!r} (it has {', '.join(loaded)})")
@@ -134,10 +136,7 @@ def _open_files(src: SourceConfig, config: TrainConfig, where: str, kind: str) -
 
 
 def _open_hub(src: SourceConfig, config: TrainConfig, where: str) -> Source:
-    train_split, eval_split = (
-        src.train_split or config.data.train_split,
-        src.eval_split or config.data.eval_split,
-    )
+    train_split, eval_split = _split_names(src, config)
     streaming, what = config.data.streaming, f"{src.path!r} (not a local path) from the Hub"
     train = _load_dataset(where, what, src.path, split=train_split, streaming=streaming)
     evaluation = None
