@@ -11,7 +11,9 @@ from text4seg.data.masks import (
     decode_segmentation,
     encode_counts,
     merged_mask,
+    rle_runs,
     rle_string_counts,
+    sample_rle,
     segmentation_rle,
 )
 
@@ -101,3 +103,13 @@ def test_rle_form_merges_like_the_decoded_masks():
     union = decode_segmentation(square, H, W) | decode_segmentation(other, H, W)
     assert np.array_equal(merged_mask(rles, H, W), union)
     assert not merged_mask([], H, W).any() and merged_mask([], H, W).shape == (H, W)
+
+
+def test_vectorised_run_parser_and_cell_sampling_match_pycocotools():
+    rng = np.random.default_rng(7)
+    mask = rng.random((H, W)) < 0.4
+    mask[:, 20:] = True  # long runs: numbers of several characters
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert rle_runs(rle["counts"]).tolist() == rle_string_counts(rle["counts"])
+    rows, cols = np.array([0, 7, 29]), np.array([0, 13, 21, 39])
+    assert np.array_equal(sample_rle(rle, rows, cols), mask[np.ix_(rows, cols)])

@@ -105,7 +105,8 @@ def _polygons(segmentation: list, height: int, width: int, dropped: list[str] | 
         raise BadAnnotation("polygon_too_small", "; ".join(small))
     if dropped is not None:
         dropped.extend(small)
-    return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    rles = mask_utils.frPyObjects(polygons, height, width)
+    return rles[0] if len(rles) == 1 else mask_utils.merge(rles)
 
 
 def _rle(segmentation: dict, height: int, width: int) -> dict:
@@ -123,16 +124,32 @@ def _rle(segmentation: dict, height: int, width: int) -> dict:
             raise BadAnnotation(
                 "bad_rle", f"uncompressed RLE covers {total} pixels, the image has {height * width}"
             )
-        return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+        return _canonical_rle(counts, height, width)
     if isinstance(counts, (str, bytes)):
         raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
-        total = sum(rle_string_counts(raw))
+        runs = rle_string_counts(raw)
+        total = sum(runs)
         if total != height * width:
             raise BadAnnotation(
                 "bad_rle", f"compressed RLE covers {total} pixels, the image has {height * width}"
             )
-        return {"size": [height, width], "counts": raw}
+        return _canonical_rle(runs, height, width)
     raise BadAnnotation("bad_rle", f"RLE counts of type {type(counts).__name__}")
+
+
+def _canonical_rle(runs: list[int], height: int, width: int) -> dict:
+    """Compressed RLE of ``runs`` written the way pycocotools encodes a decoded mask: no empty run
+    but a leading background one, so its ``counts`` are byte-identical to ``encode(decode(rle))``."""
+    merged: list[int] = [0]
+    value = 0
+    for k, run in enumerate(runs):
+        if run == 0:
+            continue
+        if k % 2 != value:
+            merged.append(0)
+            value = k % 2
+        merged[-1] += run
+    return mask_utils.frPyObjects({"size": [height, width], "counts": merged}, height, width)
 
 
 def segmentation_rle(segmentation: Any, height: int, width: int, dropped: list[str] | None = None) -> dict:
@@ -168,3 +185,43 @@ def merged_mask(rles: list[dict], height: int, width: int) -> np.ndarray:
         return np.zeros((height, width), dtype=bool, order="F")
     rle = rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False)
     return decode_rle(rle).astype(bool)
+
+
+def union_rle(rles: list[dict], height: int, width: int) -> dict:
+    """The union of canonical compressed RLEs (from `segmentation_rle`), still compressed and canonical:
+    its ``counts`` equal those `encode_counts` writes for the decoded union."""
+    if not rles:
+        return mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width)
+    return rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False)
+
+
+def rle_runs(counts: bytes) -> np.ndarray:
+    """Run lengths of a compressed-RLE string written by pycocotools (vectorised `rle_string_counts`,
+    for trusted strings: no checks)."""
+    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    ends = np.flatnonzero((chars & 0x20) == 0)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    position = np.arange(chars.size) - np.repeat(starts, lengths)
+    values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
+    negative = (chars[ends] & 0x10) != 0
+    values[negative] -= np.int64(1) << (5 * lengths[negative])
+    for first in (1, 2):  # from the 4th number on, each is stored as its difference to the one 2 before
+        values[first::2] = np.cumsum(values[first::2])
+    return values
+
+
+def sample_rle(rle: dict, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``decode(rle)[np.ix_(rows, cols)]`` as bool, without decoding the whole mask."""
+    height = rle["size"][0]
+    ends = np.cumsum(rle_runs(rle["counts"]))
+    pixels = cols[None, :].astype(np.int64) * height + rows[:, None]
+    return np.searchsorted(ends, pixels, side="right") % 2 == 1
+
+
+def rle_box(rle: dict) -> list[float]:
+    """Tight box ``[x0, y0, x1, y1]`` (x1, y1 exclusive) of an RLE mask, ``[]`` when it is empty."""
+    if not int(mask_utils.area(rle)):
+        return []
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    return [x, y, x + w, y + h]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from text4seg.codec import DescriptorFormat, check_labels, format_answer, grid_to_text
-from text4seg.codec.grid import label_map_to_grid, mask_to_box, mask_to_grid
+from text4seg.codec.grid import label_map_to_grid, mask_to_box, mask_to_grid, nearest_indices
 from text4seg.protocol import templates
 from text4seg.protocol.records import encode_counts
 
@@ -26,7 +26,7 @@ from .annotations import ImageInfo, RecordSpec, Source
 from .config import IMAGES_FOLDER, BuildConfig
 from .image_files import ImageFileProblem, check_image
 from .issues import Issue, IssueLog
-from .masks import BadAnnotation, merged_mask, segmentation_rle
+from .masks import BadAnnotation, merged_mask, rle_box, sample_rle, segmentation_rle, union_rle
 
 ImageResult = tuple[list[dict], list[Issue], Counter]
 """What building one image gives: its records, the issues met, counters."""
@@ -78,7 +78,22 @@ class _Geometry:
     present: tuple[bool, ...]
 
 
+def _one_target_geometry(job: ImageJob, anns: tuple[int, ...], rles: dict[int, dict]) -> _Geometry:
+    """One label, nearest cells: everything from the union's compressed RLE, which is never decoded
+    (the grid samples only the cell-centre pixels; byte-identical to the decoding path)."""
+    height, width = job.image.height, job.image.width
+    union = union_rle([rles[a] for a in anns], height, width)
+    rows, cols = job.fmt.rows, job.fmt.cols
+    cells = sample_rle(union, nearest_indices(height, rows), nearest_indices(width, cols))
+    box = rle_box(union)
+    return _Geometry(
+        grid=cells.astype(np.int32), masks=[union["counts"].decode("ascii")], box=box, present=(bool(box),)
+    )
+
+
 def _geometry(job: ImageJob, target_anns: tuple[tuple[int, ...], ...], rles: dict[int, dict]) -> _Geometry:
+    if len(target_anns) == 1 and job.config.method == "nearest":
+        return _one_target_geometry(job, target_anns[0], rles)
     height, width = job.image.height, job.image.width
     unions = [merged_mask([rles[a] for a in anns], height, width) for anns in target_anns]
     if len(unions) == 1:
