@@ -289,7 +289,7 @@ def main() -> None:
     if panel := photos_panel():
         lines += [
             "",
-            f"![photos](upsample_photos.jpg) `{PHOTOS_OUT.name}`: GrabCut masks of two scikit-image "
+            "Picture `bench/results/upsample_photos.jpg`: GrabCut masks of two scikit-image "
             "photos through the 16×16 grid, drawn back by bilinear (red) and guided (green) upsampling; "
             "for looking only (GrabCut's masks are not ground truth). Guided outlines hug the strong edges; "
             "strong edges inside an object (eyes, mouth, patches on the suit) can cut small holes.",
