@@ -9,7 +9,7 @@ import struct
 import zlib
 
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from text4seg.data.image_files import ImageFileProblem, check_image, locate_image, upright_size
 
@@ -92,3 +92,33 @@ def test_huge_images_are_refused_from_the_header(tmp_path, side):
     with pytest.raises(ImageFileProblem) as info:
         upright_size(tmp_path / "huge.png", "huge.png")
     assert info.value.reason == "image_too_large"
+
+
+def _png_with_exif_after_pixels(path, orientation: int) -> None:
+    """A 40×20 PNG whose eXIf chunk comes after IDAT, as PNG allows."""
+    Image.new("RGB", (40, 20)).save(path)
+    data = path.read_bytes()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = exif.tobytes()
+    chunk = (
+        struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    )
+    iend = data.rindex(b"IEND") - 4
+    path.write_bytes(data[:iend] + chunk + data[iend:])
+
+
+@pytest.mark.parametrize("orientation, size", [(6, (20, 40)), (1, (40, 20))])
+def test_png_orientation_after_the_pixels_is_still_read(tmp_path, orientation, size):
+    _png_with_exif_after_pixels(tmp_path / "late.png", orientation)
+    with Image.open(tmp_path / "late.png") as image:
+        assert image.size == (40, 20) and "exif" not in image.info  # not seen from the header alone
+    assert upright_size(tmp_path / "late.png", "late.png") == size
+
+
+def test_plain_png_is_sized_without_decoding_its_pixels(tmp_path, monkeypatch):
+    Image.new("RGB", (40, 20)).save(tmp_path / "plain.png")
+    loads = []
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: loads.append(1))
+    assert upright_size(tmp_path / "plain.png", "plain.png") == (40, 20)
+    assert not loads

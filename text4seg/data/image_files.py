@@ -49,9 +49,39 @@ def locate_image(root: Path, file_name: str) -> Path:
     return path
 
 
-def _orientation(image: Image.Image) -> int:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_ends_with_pixels(path: Path) -> bool:
+    """Whether a PNG file has no chunk after its pixel data (IDAT) but IEND, found by walking the chunk
+    headers only. Then everything PIL would read as EXIF or XMP was read with the header, and the
+    orientation needs no decode; otherwise (or for a damaged file) PIL must load it to find out."""
+    seen_pixels = False
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG_SIGNATURE:
+            return False
+        while len(header := f.read(8)) == 8:
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if kind == b"IEND":
+                return seen_pixels
+            if kind != b"IDAT" and seen_pixels:
+                return False
+            seen_pixels = seen_pixels or kind == b"IDAT"
+            f.seek(length + 4, os.SEEK_CUR)
+    return False
+
+
+def _exif(image: Image.Image, path: Path) -> Image.Exif:
+    """The image's EXIF, without decoding a PNG whose EXIF cannot follow its pixels (PIL's
+    `PngImageFile.getexif` decodes every PNG with no EXIF chunk before the pixels, to look after them)."""
+    if image.format == "PNG" and "exif" not in image.info and _png_ends_with_pixels(path):
+        return Image.Image.getexif(image)
+    return image.getexif()
+
+
+def _orientation(image: Image.Image, path: Path) -> int:
     try:
-        return int(image.getexif().get(_ORIENTATION, 1))
+        return int(_exif(image, path).get(_ORIENTATION, 1))
     except Exception:  # a broken EXIF block: shown as stored
         return 1
 
@@ -74,7 +104,7 @@ def upright_size(path: Path, file_name: str) -> tuple[int, int]:
                 width, height = image.size
                 too_large = _too_large(height, width, file_name)
                 # only then the EXIF block: reading it may decode a PNG whose EXIF follows the pixels
-                orientation = 1 if too_large else _orientation(image)
+                orientation = 1 if too_large else _orientation(image, path)
     except Image.DecompressionBombError as err:
         raise ImageFileProblem("image_too_large", f"{file_name!r}: {err}") from None
     except Exception as err:  # PIL raises many types for broken files
