@@ -13,7 +13,7 @@ from text4seg.codec.grid import mask_to_box, mask_to_grid
 from text4seg.data.annotations import ImageInfo, RecordSpec, Source
 from text4seg.data.build import BuildConfig
 from text4seg.data.masks import decode_segmentation, encode_counts
-from text4seg.data.records import build_image, image_jobs
+from text4seg.data.records import _Geometry, build_image, image_jobs
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -108,3 +108,12 @@ def test_records_from_rle_equal_a_full_decode_for_every_form(tmp_path):
         assert record["box"] == ([float(v) for v in box] if box is not None else [])
         cells = grid_to_text(mask_to_grid(union, 5).astype(np.int32), record["labels"], fmt)
         assert cells in record["messages"][1]["content"][0]["text"]
+
+
+def test_geometry_text_equals_grid_to_text_for_each_record_sharing_it():
+    fmt = BuildConfig(grid=6).fmt
+    grid = np.random.default_rng(1).integers(0, 3, size=(6, 6)).astype(np.int32)
+    geometry = _Geometry(grid=grid, masks=["", ""], box=[], present=(True, True))
+    for labels in (["red cat", "dog"], ["dog", "red cat"], ["a\ue0001\ue000", "b"], ["cat 10", "cat 1"]):
+        labels = [fmt.background, *labels]
+        assert geometry.text(labels, fmt) == grid_to_text(grid, labels, fmt)

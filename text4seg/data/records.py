@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,11 @@ def image_jobs(source: Source, config: BuildConfig) -> list[ImageJob]:
     return jobs
 
 
+_MARK = (
+    "\ue000"  # a private-use character; `_Geometry.text` falls back to `grid_to_text` for labels holding it
+)
+
+
 @dataclass(frozen=True)
 class _Geometry:
     """What a record's targets look like: shared by every sentence with the same annotations."""
@@ -76,6 +81,21 @@ class _Geometry:
     masks: list[str]
     box: list[float]
     present: tuple[bool, ...]
+    _texts: dict[DescriptorFormat, str] = field(default_factory=dict, compare=False)
+
+    def text(self, labels: list[str], fmt: DescriptorFormat) -> str:
+        """`grid_to_text(self.grid, labels, fmt)` for labels that passed `check_labels`. The runs do
+        not depend on the labels, so the text is written once, with stand-ins, and each record puts
+        its own labels in."""
+        if any(_MARK in label for label in labels):
+            return grid_to_text(self.grid, labels, fmt)
+        stand_ins = [f"{_MARK}{k}{_MARK}" for k in range(1, len(labels))]
+        if fmt not in self._texts:
+            self._texts[fmt] = grid_to_text(self.grid, [labels[0], *stand_ins], fmt)
+        text = self._texts[fmt]
+        for stand_in, label in zip(stand_ins, labels[1:], strict=True):
+            text = text.replace(stand_in, label)
+        return text
 
 
 def _one_target_geometry(job: ImageJob, anns: tuple[int, ...], rles: dict[int, dict]) -> _Geometry:
@@ -151,7 +171,7 @@ def _image_value(job: ImageJob, path: Path) -> str | dict:
 def _record(job: ImageJob, path: Path, spec: RecordSpec, geometry: _Geometry, stats: Counter) -> dict:
     fmt = job.fmt
     labels = [fmt.background, *_targets(job, spec)]
-    text = grid_to_text(geometry.grid, labels, fmt)
+    text = geometry.text(labels, fmt)
     present = geometry.present
     if any(present) and not geometry.grid.any():
         stats["target_lost_in_grid"] += 1
