@@ -41,11 +41,12 @@ def test_evaluate_command_writes_report_lines_and_overlays(saved, tmp_path, caps
     assert report["info"]["n_samples"] == 5 and report["info"]["processes"] == 1
     assert report["info"]["repaired_outputs"] == 0  # constrained decoding: every answer parses strictly
     group = report["metrics"]["refer"]["grefcoco"]
-    assert set(group) == {"coarse", "refined"} and group["coarse"]["n"] == 5
+    assert set(group) == {"coarse", "guided", "refined"} and group["coarse"]["n"] == 5
+    assert group["guided"]["n"] == 5
     lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(lines) == 5 and all("refine" in line for line in lines)
+    assert len(lines) == 5 and all("refine" in line and "iou" in line["guided"] for line in lines)
     assert len(list((out / "overlays").glob("*.png"))) == 2
-    assert "| grefcoco | gIoU |" in capsys.readouterr().out
+    assert "| group | metric | coarse | guided | refined |" in capsys.readouterr().out
 
 
 def test_evaluate_command_reports_a_missing_split(saved, tmp_path, capsys):

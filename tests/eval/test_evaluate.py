@@ -215,3 +215,38 @@ def test_semantic_task_skips_the_other_records(records):
     assert report.info["skipped"]["other_task"] == len(records) - n_semantic
     assert "refer" not in report.metrics or not report.metrics["refer"]
     assert report.metrics["semantic"]["coarse"]["mIoU"] == 1.0
+
+
+class _UpsamplesWithTheImage(OracleSegmenter):
+    """The coarse oracle, answering as a `Segmenter(upsample="guided")` does: its masks upsampled with the
+    image as guide, and `upsample` saying so."""
+
+    def segment(self, image, query):
+        import text4seg as t4s
+
+        result = super().segment(image, query)
+        label_map = t4s.grid_to_mask(result.grid, result.mask.shape, "guided", image=image).astype(np.int32)
+        guided = type(result)(label_map > 0, label_map, result.grid, result.labels)
+        guided.upsample = "guided"
+        return guided
+
+
+def test_coarse_guided_and_refined_come_from_one_grid(records):
+    import text4seg as t4s
+    from text4seg.infer.refine import SamRefiner, tiny_sam
+    from text4seg.protocol.records import ground_truth
+
+    refiner = SamRefiner(*tiny_sam(), device="cpu", iterations=1, min_iou=1.01)
+    data = records.filter(lambda r: r["task"] == "refer").select(range(6))
+    report = evaluate(_UpsamplesWithTheImage(data, grid=6), data, refiner=refiner, progress=False)
+    assert set(report.metrics["refer"]["grefcoco"]) == {"coarse", "guided", "refined"}
+    for record, line in zip(data, report.samples, strict=True):
+        image = record["images"][0].convert("RGB")
+        truth = ground_truth(record)
+        grid = t4s.label_map_to_grid(truth.mask.astype(np.int32), 6)  # the oracle's answer
+        for variant, method in (("coarse", "bilinear"), ("guided", "guided")):
+            mask = t4s.grid_to_mask(grid, truth.mask.shape, method, image=image) != 0
+            assert line[variant]["iou"] == pytest.approx(mask_iou(mask, truth.mask)), (variant, line["id"])
+    # a segmenter upsampling otherwise (here nearest): its own map is coarse; guided is made from its grid
+    plain = evaluate(OracleSegmenter(data, grid=6), data, progress=False)
+    assert plain.metrics["refer"]["grefcoco"]["guided"] == report.metrics["refer"]["grefcoco"]["guided"]

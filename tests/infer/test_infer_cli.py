@@ -52,11 +52,25 @@ def test_predict_writes_mask_and_prints_descriptor(saved_model, photo, tmp_path,
     descriptor = t4s.decode(
         printed, t4s.TEXT4SEG.with_grid(5), strict=True, labels=["others", "the red circle"]
     )
-    expected = descriptor.to_mask((36, 52))
-    assert np.array_equal(mask == 255, expected)
+    expected = descriptor.to_mask((36, 52), method="guided", image=Image.open(photo).convert("RGB"))
+    assert np.array_equal(mask == 255, expected)  # guided upsampling: the default
     assert "repairs: none" in printed and "box:" in printed and f"wrote {out}" in printed
     facts = json.loads(summary.read_text())
     assert facts["labels"] == ["others", "the red circle"] and facts["constrained"] is True
+    assert facts["upsample"] == "guided"
+
+
+@pytest.mark.parametrize("method", ["guided", "bilinear", "nearest"])
+def test_predict_upsample_picks_the_method(saved_model, photo, tmp_path, capsys, method):
+    out, summary = tmp_path / "mask.png", tmp_path / "pred.json"
+    argv = ["predict", str(saved_model), str(photo), "red circle", "--out", str(out), "--grid", "5"]
+    argv += ["--device", "cpu", "--json", str(summary), "--upsample", method, "--background-bias", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    descriptor = t4s.decode(printed, t4s.TEXT4SEG.with_grid(5), strict=True, labels=["others", "red circle"])
+    rgb = Image.open(photo).convert("RGB")
+    assert np.array_equal(np.asarray(Image.open(out)) == 255, descriptor.to_mask((36, 52), method, image=rgb))
+    assert json.loads(summary.read_text())["upsample"] == method
 
 
 def test_predict_classes_and_free_decoding(saved_model, photo, tmp_path, capsys):

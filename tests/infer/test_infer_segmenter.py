@@ -327,3 +327,34 @@ def test_settings_beside_the_adapter_win_and_arguments_win_over_both(tiny_vlm, t
         base_dir, adapter=adapter_dir, device="cpu", target_label="mine", grid=4
     )
     assert (explicit.fmt.grid, explicit.target_label) == ((4, 4), "mine")
+
+
+def test_guided_upsampling_is_the_default_and_follows_the_image(tiny_vlm):
+    from text4seg.eval.metrics import mask_iou
+
+    model, processor = tiny_vlm
+    guided, bilinear = (
+        Segmenter(model, processor, grid=GRID),
+        Segmenter(model, processor, grid=GRID, upsample="bilinear"),
+    )
+    assert guided.upsample == "guided" and guided.settings()["upsample"] == "guided"
+    photo = _photo(30, 44)
+    result = guided.segment(photo, "the red circle")
+    assert result.mask.shape == (30, 44) and result.upsample == "guided"
+    assert result.summary()["upsample"] == "guided"
+    # a known answer: the left half of the grid is the target, the image's edge lies a little to its right
+    pixels = np.zeros((30, 44, 3), dtype=np.uint8)
+    pixels[:, :25] = 230
+    image = Image.fromarray(pixels)
+    grid = np.zeros((GRID, GRID), dtype=np.int32)
+    grid[:, : GRID // 2] = 1
+    text = t4s.format_answer("", t4s.encode_label_map(grid, ["others", "the red circle"], guided.fmt))
+    query = guided.query("the red circle")
+    sharp = guided._finish(image, query, text, 0, True)
+    soft = bilinear._finish(image, query, text, 0, True)
+    truth = np.zeros((30, 44), dtype=bool)
+    truth[:, :25] = True
+    assert np.array_equal(sharp.mask, t4s.grid_to_mask(grid, (30, 44), "guided", image=image))
+    assert np.array_equal(soft.mask, t4s.grid_to_mask(grid, (30, 44), "bilinear"))
+    assert np.array_equal(sharp.grid, grid)
+    assert mask_iou(sharp.mask, truth) > mask_iou(soft.mask, truth)

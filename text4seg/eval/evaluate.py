@@ -28,7 +28,10 @@ from text4seg.protocol.images import read_record_image
 from text4seg.protocol.records import Truth, ground_truth, load_records, query_of, record_id, record_size
 from text4seg.protocol.records import decode_counts as decode_rle  # noqa: F401  (deprecated name)
 
-VARIANTS = ("coarse", "refined")
+VARIANTS = ("coarse", "guided", "refined")
+"""The masks scored side by side, all from one decoded grid: ``coarse`` (bilinear upsampling, or the
+segmenter's own map when it did not upsample with the image), ``guided`` (image-guided upsampling,
+`text4seg.codec.grid_to_mask(..., method="guided")`) and ``refined`` (SAM, with a refiner)."""
 
 
 class EvalDataError(ValueError):
@@ -141,24 +144,33 @@ class Prediction:
     text: str
     repairs: list[str]
     question: str | None = None  # the question the model was asked, when the segmenter says
+    guided: np.ndarray | None = None  # int H×W: the grid upsampled with the image as guide
 
 
-def as_prediction(result: Any, size: tuple[int, int]) -> Prediction:
+def as_prediction(result: Any, size: tuple[int, int], image: Any = None) -> Prediction:
     """Read a `text4seg.infer.SegmentationResult` (or a look-alike) into a `Prediction`.
 
-    The coarse mask is taken (`coarse_mask` when the segmenter refined on its own), so that refinement
-    is scored separately by `evaluate`.
+    The coarse mask is the bilinear one: the segmenter's coarse mask, rebuilt from the grid when the
+    segmenter refined on its own or upsampled with the image (so that refinement and guided upsampling
+    are scored separately). With `image`, the guided label map is made from the same grid (the
+    segmenter's when it upsampled that way).
     """
     mask = getattr(result, "coarse_mask", None)
     mask = np.asarray(result.mask if mask is None else mask)
     if mask.shape != size:
         raise ValueError(f"segmenter returned a mask of shape {mask.shape} for an image of size {size}")
     grid = getattr(result, "grid", None)
-    label_map = getattr(result, "label_map", None)
-    if getattr(result, "refinement", None) is not None and grid is not None:
-        from text4seg.codec import grid_to_mask  # the segmenter refined: rebuild its coarse label map
-
-        label_map = grid_to_mask(np.asarray(grid), size)
+    label_map = getattr(result, "coarse_label_map", None)
+    if label_map is None and getattr(result, "refinement", None) is None:
+        label_map = getattr(result, "label_map", None)
+    guided_here = getattr(result, "upsample", None) == "guided"
+    guided = np.asarray(label_map).astype(np.int32) if guided_here and label_map is not None else None
+    refined_over = getattr(result, "refinement", None) is not None and label_map is None
+    if grid is not None and (guided_here or refined_over):
+        label_map = _upsampled(np.asarray(grid), size, "bilinear")
+        mask = label_map != 0
+    if guided is None and grid is not None and image is not None:
+        guided = _upsampled(np.asarray(grid), size, "guided", image)
     label_map = np.asarray(mask.astype(np.int32) if label_map is None else label_map).astype(np.int32)
     grid = np.asarray(grid) if grid is not None else label_map
     labels = list(getattr(result, "labels", None) or [])
@@ -166,8 +178,15 @@ def as_prediction(result: Any, size: tuple[int, int]) -> Prediction:
     report = getattr(result, "repairs", None) or []
     question = getattr(result, "question", None)
     return Prediction(
-        mask.astype(bool), label_map, grid, labels, str(text), [str(r) for r in report], question
+        mask.astype(bool), label_map, grid, labels, str(text), [str(r) for r in report], question, guided
     )
+
+
+def _upsampled(grid: np.ndarray, size: tuple[int, int], method: str, image: Any = None) -> np.ndarray:
+    """The grid's int32 label map at `size` (a one-label grid's bool mask read as values 0/1)."""
+    from text4seg.codec import grid_to_mask
+
+    return np.asarray(grid_to_mask(grid, size, method, image=image)).astype(np.int32)
 
 
 def segment_all(
@@ -403,7 +422,7 @@ def evaluate(
         data = data.select(range(n))
     classes, asked = _class_lists(data, task, classes)
     state = process_state()
-    variants = VARIANTS if refiner is not None else VARIANTS[:1]
+    variants = VARIANTS if refiner is not None else VARIANTS[:2]
     scores = {v: _Scores(classes) for v in variants}
     indices = list(range(n))
     if state is not None:
@@ -421,7 +440,7 @@ def evaluate(
         results = _segment_records(segmenter, images, records, batch_size, asked)
         per_sample = (time.perf_counter() - t0) / len(chunk)
         for index, record, image, truth, result in zip(chunk, records, images, truths, results, strict=True):
-            pred = as_prediction(result, truth.mask.shape)
+            pred = as_prediction(result, truth.mask.shape, image)
             line = _score_one(
                 index, record, image, truth, pred, refiner, scores, classes, overlay_dir, overlays
             )
@@ -512,6 +531,9 @@ def _score_one(
         "coarse": _score(scores["coarse"], record, truth, coarse, pred.labels, classes),
         "seconds": {},
     }
+    if pred.guided is not None:
+        guided = pred.guided if semantic else pred.guided != 0
+        line["guided"] = _score(scores["guided"], record, truth, guided, pred.labels, classes)
     refined_mask = None
     if refiner is not None:
         t0 = time.perf_counter()

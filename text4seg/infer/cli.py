@@ -18,6 +18,7 @@ from text4seg.infer.model_args import (
     preflight,
     refiner_from_args,
 )
+from text4seg.protocol.asking import UPSAMPLE_METHODS
 
 PROG = "text4seg predict"
 MAX_PNG_CLASSES = 255
@@ -53,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="descriptor grid size the model was trained with (default: the model's text4seg.json, else 16)",
     )
     p.add_argument("--classes", action="store_true", help="treat EXPRESSION as a comma-separated class list")
+    p.add_argument(
+        "--upsample",
+        choices=UPSAMPLE_METHODS,
+        default=None,
+        help="grid to image size: guided (outlines follow the image's edges), bilinear or nearest "
+        "(default: the model's text4seg.json, else guided)",
+    )
     add_refine_args(p)
     p.add_argument("--json", default=None, metavar="PATH", help="also write a JSON summary of the prediction")
     p.set_defaults(func=run)
@@ -102,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         target, image = _prepare(args)
         refiner = refiner_from_args(args, args.device)
-        segmenter = load_segmenter(args, grid=args.grid, device=args.device, refiner=refiner)
+        segmenter = load_segmenter(
+            args, grid=args.grid, device=args.device, refiner=refiner, upsample=args.upsample
+        )
         result = segmenter.segment(image, target)
     except (ArgsError, OSError, ValueError) as err:
         print(f"{PROG}: {one_line(err)}", file=sys.stderr)
