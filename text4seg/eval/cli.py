@@ -1,4 +1,5 @@
-"""`text4seg evaluate MODEL --data DIR --split val [--refine sam --sam ID]`: score a model on a built dataset."""
+"""`text4seg evaluate MODEL --data DIR --split val [--task semantic] [--refine sam --sam ID]`: score a model on a
+built dataset."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score a model on a dataset made by `text4seg build` (cIoU, gIoU, prec@, N/T-acc, REC, mIoU)",
         description=(
             "Run a text4seg model over one split of a dataset made by `text4seg build` and write a JSON report "
-            "(coarse and, with --refine sam, SAM-refined metrics side by side), per-sample JSON lines and "
+            "(coarse = bilinear, guided = image-guided upsampling and, with --refine sam, SAM-refined metrics "
+            "side by side, all from one generated grid; --task semantic: open-vocabulary mIoU with a per-class "
+            "table), per-sample JSON lines and "
             "optional overlay PNGs. Under `accelerate launch` the samples are shared among the processes and "
             "the metrics merged exactly, so the numbers equal a single process's."
         ),

@@ -1,7 +1,10 @@
-"""Run a segmenter over a built dataset split and score it: coarse masks and, optionally, SAM-refined ones.
+"""Run a segmenter over a built dataset split and score it: coarse (bilinear) masks, image-guided ones and,
+optionally, SAM-refined ones, all from the one grid each answer decodes to.
 
 `evaluate(segmenter, dataset, refiner=...)` returns an `EvalReport`; `EvalReport.write(out_dir)` saves
-`report.json` (coarse and refined metrics side by side) and `samples.jsonl` (one line per sample).
+`report.json` (the variants' metrics side by side) and `samples.jsonl` (one line per sample).
+`evaluate(..., task="semantic")` is open-vocabulary semantic evaluation: every semantic record asked for
+the whole class list, scored by mIoU with a per-class table. A record's `ignore` pixels are never scored.
 
 Under `accelerate launch` every process takes a contiguous share of the samples (so the expressions of
 one image mostly stay on one process and share its SAM embeddings, cached by pixel content), and the metric states, a few integer
