@@ -184,7 +184,8 @@ def reference_scores(records: Any, upsample: str = "bilinear") -> tuple[dict[str
         truth = ground_truth(record)
         baseline.update(np.zeros_like(truth.mask), truth.mask, box=False)
         grid = t4s.decode(t4s.encode_mask(truth.mask, "target")).grid != 0
-        coarse = t4s.grid_to_mask(grid, truth.mask.shape, method=upsample)
+        image = record["images"][0].convert("RGB") if upsample == "guided" else None  # guided needs the image
+        coarse = t4s.grid_to_mask(grid, truth.mask.shape, method=upsample, image=image)
         ceiling.update(np.asarray(coarse, dtype=bool), truth.mask, box=False)
     return baseline.compute(), ceiling.compute()
 
@@ -211,13 +212,13 @@ def _examples_sheet(records: Any, samples: list[dict[str, Any]], k: int, upsampl
     for line in samples[:k]:
         record = records[int(line["index"])]
         truth = ground_truth(record)
+        image = record["images"][0].convert("RGB")
         try:
             grid = t4s.decode(line["text"] or "").grid != 0
-            pred = t4s.grid_to_mask(grid, truth.mask.shape, method=upsample)
+            pred = t4s.grid_to_mask(grid, truth.mask.shape, method=upsample, image=image)
         except ValueError:
             pred = np.zeros_like(truth.mask)
         iou = (line.get("coarse") or {}).get("iou")
-        image = record["images"][0].convert("RGB")
         examples.append(
             viz.Example(image, truth.mask, np.asarray(pred, bool), str(record["expression"]), iou)
         )
