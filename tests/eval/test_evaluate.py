@@ -250,3 +250,19 @@ def test_coarse_guided_and_refined_come_from_one_grid(records):
     # a segmenter upsampling otherwise (here nearest): its own map is coarse; guided is made from its grid
     plain = evaluate(OracleSegmenter(data, grid=6), data, progress=False)
     assert plain.metrics["refer"]["grefcoco"]["guided"] == report.metrics["refer"]["grefcoco"]["guided"]
+
+
+class _AsksWithAReferTemplate(OracleSegmenter):
+    """The oracle, after formatting its question as a model trained on referring questions only would."""
+
+    def segment(self, image, query):
+        from text4seg.infer.prompts import make_query
+
+        make_query(query, question="Where is {expression}?")
+        return super().segment(image, query)
+
+
+def test_a_question_template_of_the_other_kind_is_one_error(records):
+    semantic = records.filter(lambda r: r["task"] == "semantic")
+    with pytest.raises(EvalDataError, match=r"names \{expression\}, which a class list does not fill"):
+        evaluate(_AsksWithAReferTemplate(semantic), semantic, progress=False)

@@ -218,6 +218,12 @@ def _segment_records(
     except (ValueError, TypeError) as err:
         ids = ", ".join(str(record_id(r)) for r in records)
         raise EvalDataError(f"records {ids} (pair = position among them): {err}") from err
+    except KeyError as err:  # a question template naming a field this kind of query does not fill
+        raise EvalDataError(
+            f"the model's question template names {{{err.args[0]}}}, which a "
+            f"{'class list' if asked is not None or isinstance(pairs[0][1], list) else 'referring expression'}"
+            " does not fill (a model trained on one kind of question, asked another)"
+        ) from err
 
 
 # -- accumulators ----------------------------------------------------------------------------------
