@@ -263,8 +263,18 @@ def main() -> None:
     lines += _histogram(*lengths[16])
     lines.append("")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines))
+    OUT.write_text("\n".join(lines) + _kept_section())
     print("\n".join(lines))
+
+
+CPU_SECTION = "### CPU time per sentence"
+"""The section bench/bench_build_cpu.py's figures go in: kept as it is when this script rewrites the file."""
+
+
+def _kept_section() -> str:
+    text = OUT.read_text() if OUT.exists() else ""
+    start = text.find(CPU_SECTION)
+    return "\n" + text[start:] if start >= 0 else ""
 
 
 if __name__ == "__main__":
