@@ -358,3 +358,10 @@ def test_guided_upsampling_is_the_default_and_follows_the_image(tiny_vlm):
     assert np.array_equal(soft.mask, t4s.grid_to_mask(grid, (30, 44), "bilinear"))
     assert np.array_equal(sharp.grid, grid)
     assert mask_iou(sharp.mask, truth) > mask_iou(soft.mask, truth)
+
+
+def test_a_question_template_of_the_other_kind_is_a_clear_error(tiny_vlm):
+    model, processor = tiny_vlm
+    refer_only = Segmenter(model, processor, grid=GRID, question="Where is {expression}?")
+    with pytest.raises(ValueError, match=r"pair 0: the question template .* class list does not fill"):
+        refer_only.segment(_photo(), ["cat", "dog"])

@@ -280,7 +280,14 @@ class Segmenter:
         """The question and label set for a referring expression or a class list.
 
         Raises ValueError for a target `make_query` refuses, or one the model's context cannot hold."""
-        query = make_query(target, self.fmt, self.question)
+        try:
+            query = make_query(target, self.fmt, self.question)
+        except (KeyError, IndexError) as err:  # the template names a field this kind of target leaves empty
+            kind = "referring expression" if isinstance(target, str) else "class list"
+            raise ValueError(
+                f"the question template {self.question!r} names a field a {kind} does not fill ({err}); "
+                "a model trained on one kind of question is asked another"
+            ) from err
         if self.target_label is not None and query.task == "refer":
             query = replace(query, labels=(self.fmt.background, self.target_label))
         self._check_context(query)
