@@ -72,7 +72,7 @@ STOCK: dict[str, Stock] = {
             image_std=CLIP_STD,
         ),
         0.0,
-        ("qwen2_5_vl_3b", "qwen2_5_vl_7b"),
+        ("qwen2_5_vl_3b", "qwen2_5_vl_3b_mix", "qwen2_5_vl_7b"),
     ),
     "qwen2.5-vl recipe": Stock(
         "Qwen/Qwen2.5-VL-3B-Instruct, min_pixels = max_pixels = 200704",
