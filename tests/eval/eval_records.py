@@ -13,37 +13,10 @@ from PIL import Image
 
 import text4seg as t4s
 from text4seg.data import iter_samples
-from text4seg.data.masks import encode_counts
+from text4seg.protocol.records import encode_counts, query_of, record_features
 
-FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "images": [datasets.Image()],
-        "messages": [
-            {
-                "role": datasets.Value("string"),
-                "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
-            }
-        ],
-        "task": datasets.Value("string"),
-        "expression": datasets.Value("string"),
-        "labels": [datasets.Value("string")],
-        "grid": [datasets.Value("int64")],
-        "width": datasets.Value("int64"),
-        "height": datasets.Value("int64"),
-        "masks": [datasets.Value("string")],
-        "box": [datasets.Value("float64")],
-        "source": {
-            "dataset": datasets.Value("string"),
-            "split": datasets.Value("string"),
-            "image_id": datasets.Value("int64"),
-            "ann_ids": [datasets.Value("int64")],
-            "ref_id": datasets.Value("int64"),
-            "sent_id": datasets.Value("int64"),
-            "file_name": datasets.Value("string"),
-        },
-    }
-)
+FEATURES = record_features()
+"""The one record schema (`text4seg.protocol.records.record_features`)."""
 
 
 def _record(rid, image, task, expression, labels, masks, dataset, image_id):
@@ -79,6 +52,7 @@ def _record(rid, image, task, expression, labels, masks, dataset, image_id):
         "height": image.shape[0],
         "masks": [encode_counts(m) for m in masks],
         "box": [float(v) for v in box] if box is not None else [],
+        "ignore": "",
         "source": {
             "dataset": dataset,
             "split": "val",
@@ -165,7 +139,7 @@ class OracleSegmenter:
 
 
 def _query(record):
-    return list(record["labels"][1:]) if record["task"] == "semantic" else record["expression"]
+    return query_of(record)
 
 
 class ClassListOracle:
