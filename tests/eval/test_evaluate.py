@@ -175,7 +175,9 @@ def test_ignored_pixels_are_left_out_of_every_metric(records):
     size = records[0]["height"], records[0]["width"]
     ignore = np.zeros(size, dtype=bool)
     ignore[:, : size[1] // 3] = True
-    with_ignore = records.remove_columns("ignore").add_column("ignore", [encode_counts(ignore)] * len(records))
+    with_ignore = records.remove_columns("ignore").add_column(
+        "ignore", [encode_counts(ignore)] * len(records)
+    )
     wrong = _WrongWhereIgnored(records, ignore)
     report = evaluate(wrong, with_ignore, progress=False)
     assert report.metrics["refer"]["grefcoco"]["coarse"]["cIoU"] == 1.0
