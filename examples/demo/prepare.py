@@ -45,7 +45,9 @@ def prepare(out_dir: str | Path, config: TrainConfig, demo: DemoSettings, progre
     seed, image_size = config.loop.seed, int(config.model.tiny.get("image_size", 128))
     paths = make_synthetic(root / "source", num_images=demo.num_images, image_size=image_size, seed=seed)
     built = root / "built"
-    config_ = BuildConfig(grid=GRID, seed=seed, progress=progress, target_label=demo.target_label)
+    config_ = BuildConfig(  # embedded: the rewritten records are saved elsewhere and `built` is removed
+        grid=GRID, seed=seed, progress=progress, target_label=demo.target_label, image_store="embed"
+    )
     data = build("refcoco", paths.refs, paths.images, built, config_).dataset
     counts = _shapes_per_image(paths.instances)
     data = data.map(lambda r: {"num_shapes": counts.get(int(r["source"]["image_id"]), 0)})

@@ -12,6 +12,7 @@ from datasets import Image, List, load_from_disk
 import text4seg as t4s
 from text4seg.data.build import REPORT_NAME, BuildConfig, to_llava_json
 from text4seg.data.safe_pickle import load_pickle
+from text4seg.protocol.images import read_record_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -33,10 +34,12 @@ COLUMNS = {
 
 
 def _plain(dataset) -> dict:
-    """Records without decoded images, per split, for equality checks."""
+    """Records as stored (images not decoded, relative paths not resolved), per split, for equality checks."""
     out = {}
     for split, data in dataset.items():
-        data = data.cast_column("images", List(Image(decode=False)))
+        data = data.with_format(None)
+        if isinstance(data.features["images"].feature, Image):
+            data = data.cast_column("images", List(Image(decode=False)))
         out[split] = data.to_list()
     return out
 
@@ -46,7 +49,7 @@ def test_records_follow_the_schema(built, synth):
     assert set(dataset) == {"train", "val", "test"}
     record = dataset["train"][0]
     assert set(record) == COLUMNS
-    assert record["images"][0].size == (record["width"], record["height"])
+    assert read_record_image(record["images"][0]).size == (record["width"], record["height"])
     user, assistant = record["messages"]
     assert user["role"] == "user" and assistant["role"] == "assistant"
     assert [part["type"] for part in user["content"]] == ["image", "text"]
@@ -128,17 +131,31 @@ def test_llava_export(built, synth, tmp_path):
         and human["value"] == "<image>\n" + first["messages"][0]["content"][1]["text"]
     )
     assert gpt["from"] == "gpt" and gpt["value"] == first["messages"][1]["content"][0]["text"]
+    # read by a user without load_records (relative paths, whatever the working folder): the same items
+    raw = load_from_disk(str(built["refcoco"].out_dir))
+    assert to_llava_json(raw, tmp_path / "raw.json", synth.images) == count
+    assert json.loads((tmp_path / "raw.json").read_text()) == items
 
 
-def test_images_embedded_by_default_or_stored_as_paths(built, synth, build_kind, tmp_path):
-    embedded = built["refcoco"].dataset["val"].cast_column("images", List(Image(decode=False)))[0]
-    file_name = embedded["source"]["file_name"]
-    assert embedded["images"][0]["bytes"] == (synth.images / file_name).read_bytes()
-    result = build_kind(
-        "refcoco", synth, tmp_path / "p", splits=["val"], config=BuildConfig(image_paths=True, progress=False)
-    )
-    record = load_from_disk(str(tmp_path / "p"))["val"][0]
-    assert record["images"] == [str((synth.images / file_name).resolve())]
+@pytest.mark.parametrize(
+    ("config", "stored"),
+    [({"image_store": "embed"}, "bytes"), ({"image_paths": True}, "absolute"), ({}, "relative")],
+)
+def test_images_embedded_stored_as_paths_or_once(config, stored, synth, build_kind, tmp_path):
+    config = BuildConfig(progress=False, **config)
+    result = build_kind("refcoco", synth, tmp_path / "p", splits=["val"], config=config)
+    raw = load_from_disk(str(tmp_path / "p"))["val"]
+    if stored == "bytes":
+        raw = raw.cast_column("images", List(Image(decode=False)))
+    record = raw[0]
+    file_name = record["source"]["file_name"]
+    value = {
+        "bytes": lambda: record["images"][0]["bytes"] == (synth.images / file_name).read_bytes(),
+        "absolute": lambda: record["images"] == [str((synth.images / file_name).resolve())],
+        "relative": lambda: record["images"] == [f"images/{file_name}"],
+    }[stored]
+    assert value()
+    assert (tmp_path / "p" / "images").is_dir() == (stored == "relative")
     assert to_llava_json(result.dataset, tmp_path / "l.json", synth.images) == len(result.dataset["val"])
     assert json.loads((tmp_path / "l.json").read_text())[0]["image"] == file_name
 

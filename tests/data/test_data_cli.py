@@ -22,7 +22,9 @@ def test_build_synthetic_writes_files_and_three_record_sets(tmp_path, capsys):
     for kind in ("coco", "refcoco", "grefcoco"):
         dataset = load_from_disk(str(out / kind))
         assert sum(len(split) for split in dataset.values()) > 0
-        assert json.loads((out / kind / "build_report.json").read_text())["skipped_total"] == 0
+        report = json.loads((out / kind / "build_report.json").read_text())
+        assert report["skipped_total"] == 0 and report["config"]["image_store"] == "folder"
+        assert len(list((out / kind / "images").iterdir())) == report["images_stored"] > 0  # once each
     assert "grefcoco:" in capsys.readouterr().out
     stamp = (out / "source" / "instances.json").stat().st_mtime_ns
     assert (
@@ -67,6 +69,31 @@ def test_build_refcoco_with_options_then_cache(synth, tmp_path, capsys):
     assert len(json.loads((tmp_path / "llava.json").read_text())) == len(dataset["val"])
     assert main(args) == 0
     assert "[reused]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "store", "linked"),
+    [
+        ([], "folder", True),
+        (["--copy-images"], "folder", False),
+        (["--image-store", "embed"], "embed", None),
+        (["--image-paths"], "paths", None),
+        (["--image-store", "paths"], "paths", None),
+    ],
+)
+def test_images_are_stored_once_by_default_or_as_asked(flags, store, linked, synth, tmp_path):
+    out = tmp_path / "r"
+    args = ["build", "refcoco", "--ann", str(synth.refs), "--images", str(synth.images), "--splits", "val"]
+    assert main([*args, "--out", str(out), "--quiet", *flags]) == 0
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["config"]["image_store"] == store
+    assert (out / "images").is_dir() == (store == "folder")
+    if linked is not None:
+        assert (report["images_linked"] > 0) == linked and report["images_linked"] + report[
+            "images_copied"
+        ] == report["images_stored"]
+    first = load_from_disk(str(out))["val"].features["images"].feature
+    assert (getattr(first, "dtype", None) == "string") == (store != "embed")
 
 
 def test_strict_failure_is_an_error_exit(corrupt_copy, tmp_path, capsys):

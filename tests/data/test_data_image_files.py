@@ -60,6 +60,9 @@ def test_file_names_leaving_the_image_folder_are_refused(corrupt_copy, build_kin
     )
     for split in result.dataset.values():
         assert not set(split["source"]["image_id"]) & set(hostile)
+    # nothing from outside the image folder was stored in the build (each image once, under images/)
+    stored = {p.name for p in (tmp_path / "out" / "images").rglob("*")}
+    assert stored and not stored & {"secret.jpg", "link.jpg", "outside"}
 
 
 def test_locate_image_names_the_file_as_given(tmp_path):

@@ -52,7 +52,8 @@ def test_missing_column_and_empty_set_are_named(records, tmp_path):
     assert len(train) == 2 and len(evaluation) == 1
 
 
-def test_a_moved_build_that_stores_images_once_loads_its_images(tmp_path):
+@pytest.mark.parametrize("relocate", ["move", "copy"])
+def test_a_moved_or_copied_build_loads_its_images(relocate, tmp_path):
     import shutil
 
     from text4seg.data import make_synthetic
@@ -60,10 +61,36 @@ def test_a_moved_build_that_stores_images_once_loads_its_images(tmp_path):
     from text4seg.train.collate import split_record
 
     synth = make_synthetic(tmp_path / "source", num_images=2, image_size=64, seed=0)
-    config = BuildConfig(grid=8, image_store="folder", progress=False)
-    build("refcoco", synth.refs, synth.images, tmp_path / "built", config)
-    shutil.rmtree(tmp_path / "source")  # the build needs nothing of its sources any more
-    shutil.move(tmp_path / "built", tmp_path / "moved")
+    build("refcoco", synth.refs, synth.images, tmp_path / "built", BuildConfig(grid=8, progress=False))
+    shutil.rmtree(tmp_path / "source")  # the build (each image stored once, the default) needs nothing of it
+    {"move": shutil.move, "copy": shutil.copytree}[relocate](tmp_path / "built", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "built", ignore_errors=True)
     train, _ = load_datasets(_config(tmp_path / "moved", train_split="train", eval_split=None))
     _, _, images = split_record(train[0])
     assert images[0].size == (64, 64) and str(tmp_path / "moved") in train[0]["images"][0]
+
+
+def test_text4seg_train_runs_on_a_default_build_copied_elsewhere(tmp_path, capsys):
+    import json
+    import shutil
+
+    from text4seg.cli import main
+    from text4seg.data import make_synthetic
+
+    synth = make_synthetic(tmp_path / "source", num_images=3, image_size=64, seed=0)
+    build = ["build", "refcoco", "--ann", str(synth.refs), "--images", str(synth.images), "--grid", "8"]
+    assert main([*build, "--out", str(tmp_path / "built"), "--quiet"]) == 0
+    shutil.copytree(tmp_path / "built", tmp_path / "elsewhere" / "refcoco")
+    shutil.rmtree(tmp_path / "built")
+    shutil.rmtree(tmp_path / "source")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        f"model: {{name_or_path: 'tiny:qwen2_vl'}}\n"
+        f"data: {{path: {tmp_path / 'elsewhere' / 'refcoco'}, eval_split: val}}\n"
+        "loop: {batch_size: 2, max_steps: 2, progress: false}\n"
+        f"output: {{dir: {tmp_path / 'run'}}}\n"
+    )
+    capsys.readouterr()
+    assert main(["train", str(recipe)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["eval_loss"] is not None

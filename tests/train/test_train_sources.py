@@ -234,13 +234,7 @@ def test_a_moved_build_storing_image_paths_mixes_with_embedded_images(streaming,
     from text4seg.train.collate import split_record
 
     synth = make_synthetic(tmp_path / "source", num_images=2, image_size=64, seed=0)
-    build(
-        "refcoco",
-        synth.refs,
-        synth.images,
-        tmp_path / "built",
-        BuildConfig(grid=8, image_store="folder", progress=False),
-    )
+    build("refcoco", synth.refs, synth.images, tmp_path / "built", BuildConfig(grid=8, progress=False))
     shutil.move(
         tmp_path / "built", tmp_path / "moved"
     )  # relative image paths: resolved against the new place

@@ -130,7 +130,7 @@ def write_dataset(
         images_bytes=sum(path.stat().st_size for path in images.values()),
     )
     report = _timed(report, start, records_done, load_seconds)
-    save_atomically(dataset, out_dir, report, not config.progress, images)
+    report = save_atomically(dataset, out_dir, report, not config.progress, images, not config.copy_images)
     return BuildResult(_load(out_dir, config), out_dir, {**report, "cache": "built"})
 
 

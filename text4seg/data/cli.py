@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import conversations_cli, labelmap_cli
+from .config import IMAGE_STORES
 from .sources import SOURCES, SourceKind
 
 KINDS = tuple(SOURCES)
@@ -44,18 +45,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first bad input instead of skipping it"
     )
-    parser.add_argument(
-        "--image-store",
-        choices=("embed", "paths", "folder"),
-        default="embed",
-        help="where images go: embedded in every record (default), absolute paths, or stored once in "
-        "OUT/images with paths relative to OUT (load with text4seg.data.load_records)",
-    )
-    parser.add_argument(
-        "--image-paths",
-        action="store_true",
-        help="same as --image-store paths: store absolute image paths instead of embedding the bytes",
-    )
+    add_image_options(parser)
     parser.add_argument(
         "--target-label",
         metavar="WORD",
@@ -64,6 +54,30 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="rebuild even if --out holds the same build")
     parser.add_argument("--llava", type=Path, help="also export the LLaVA-style JSON list to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_image_options(parser: argparse.ArgumentParser, paths_flag: bool = True) -> None:
+    """``--image-store`` (default: each image once in OUT/images), ``--copy-images`` and, where
+    ``paths_flag``, the older ``--image-paths``."""
+    parser.add_argument(
+        "--image-store",
+        choices=IMAGE_STORES,
+        help="where images go: 'folder' (default) stores each image once in OUT/images and records hold "
+        "paths relative to OUT (the folder can move; read it with text4seg.data.load_records); 'embed' "
+        "puts the image bytes in every record; 'paths' stores absolute paths to the source files",
+    )
+    parser.add_argument(
+        "--copy-images",
+        action="store_true",
+        help="with the folder store, copy the images instead of hard-linking them to the sources (use it "
+        "when source images may be rewritten in place)",
+    )
+    if paths_flag:
+        parser.add_argument(
+            "--image-paths",
+            action="store_true",
+            help="same as --image-store paths: store absolute image paths instead of the images",
+        )
 
 
 _OPTIONS = {
@@ -129,6 +143,7 @@ def _config(args: argparse.Namespace):
         strict=args.strict,
         image_paths=args.image_paths,
         image_store=args.image_store,
+        copy_images=args.copy_images,
         target_label=args.target_label,
         progress=not args.quiet,
     )

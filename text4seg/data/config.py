@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 IMAGE_STORES = ("embed", "paths", "folder")
 """Where a build puts the images: embedded in every record, absolute paths, or once in its own folder."""
 
+DEFAULT_IMAGE_STORE = "folder"
+"""Each image stored once inside the build folder (the records reference it by a relative path)."""
+
 IMAGES_FOLDER = "images"
 """The folder, inside a build made with ``image_store="folder"``, that holds each image once."""
 
@@ -26,14 +29,20 @@ class BuildConfig:
 
     ``image_store`` says where the images go (`IMAGE_STORES`):
 
-    * ``"embed"`` (default): ``images`` holds `datasets.Image` values, which ``save_to_disk`` embeds;
-      the saved records are self-contained, but every record carries its image's bytes (an image with
-      seven sentences is stored seven times);
+    * ``"folder"`` (default): each image is stored once, in ``images/`` inside the build folder, and
+      records hold its path relative to the build folder (``"images/<file_name>"``); the folder can be
+      moved or copied whole. Load such records with `text4seg.data.load_records`, which resolves the
+      paths. The image is a hard link to the source file where the file system allows it (no second
+      copy on disk), else a copy; ``copy_images=True`` always copies;
+    * ``"embed"``: ``images`` holds `datasets.Image` values, which ``save_to_disk`` embeds; the saved
+      records are self-contained, but every record carries its image's bytes (an image with seven
+      sentences is stored seven times);
     * ``"paths"``: absolute path strings to the files under the image folder (nothing copied; the
-      records break when the images move). ``image_paths=True`` is the older spelling of this;
-    * ``"folder"``: each image is stored once, in ``images/`` inside the build folder, and records
-      hold its path relative to the build folder (``"images/<file_name>"``); the folder can move.
-      Load such records with `text4seg.data.load_records`, which resolves the paths.
+      records break when the images move). ``image_paths=True`` is the older spelling of this (when
+      ``image_store`` is not given).
+
+    After construction ``image_store`` is always set and ``image_paths`` says whether the records hold
+    path strings (every store but ``"embed"``).
 
     ``target_label`` names the referred cells of ``refer`` records: ``None`` (default) writes the
     expression itself, as Text4Seg's data does; a fixed word (e.g. ``"target"``) keeps every answer
@@ -49,14 +58,15 @@ class BuildConfig:
     image_paths: bool = False
     progress: bool = True
     target_label: str | None = None
-    image_store: str = "embed"
+    image_store: str | None = None
+    copy_images: bool = False
 
     def __post_init__(self) -> None:
-        if self.image_store not in IMAGE_STORES:
-            raise ValueError(f"unknown image_store {self.image_store!r}; use one of {IMAGE_STORES}")
-        if self.image_paths and self.image_store == "embed":
-            object.__setattr__(self, "image_store", "paths")
-        object.__setattr__(self, "image_paths", self.image_store != "embed")
+        store = self.image_store or ("paths" if self.image_paths else DEFAULT_IMAGE_STORE)
+        if store not in IMAGE_STORES:
+            raise ValueError(f"unknown image_store {store!r}; use one of {IMAGE_STORES}")
+        object.__setattr__(self, "image_store", store)
+        object.__setattr__(self, "image_paths", store != "embed")
         if self.method not in DOWN_METHODS:
             raise ValueError(f"unknown downsampling method {self.method!r}; use one of {DOWN_METHODS}")
         if self.num_proc < 1:
@@ -70,7 +80,8 @@ class BuildConfig:
         return TEXT4SEG.with_grid(self.grid)
 
     def cache_key(self) -> dict[str, Any]:
-        """The parameters that change the records (not ``num_proc``, ``strict`` or ``progress``)."""
+        """The parameters that change the records (not ``num_proc``, ``strict``, ``progress`` or
+        ``copy_images``)."""
         rows, cols = self.fmt.grid
         return {
             "grid": [rows, cols],

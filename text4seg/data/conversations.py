@@ -326,11 +326,14 @@ def build_conversations(
     *,
     strict: bool = False,
     progress: bool = True,
-    image_store: str = "embed",
+    image_store: str = "folder",
+    copy_images: bool = False,
 ) -> dict:
     """Write the records of every set to ``out_dir`` as a `datasets.DatasetDict` (one split per set's
     ``split``) with a build_report.json listing each skipped item; written atomically. ``image_store``:
-    one of `IMAGE_STORES` (read a ``folder`` build with `text4seg.protocol.records.load_records`).
+    one of `IMAGE_STORES`; the default ``folder`` stores each image once in ``out_dir/images``, hard-linked
+    to its source where possible (``copy_images``: always copied); read such a build with
+    `text4seg.protocol.records.load_records`.
     Returns the report."""
     from datasets import Dataset, DatasetDict
     from tqdm.auto import tqdm
@@ -352,8 +355,7 @@ def build_conversations(
             tables.add(record)
     dataset = DatasetDict({split: Dataset(table) for split, table in tables.finish().items()})
     report = {**_report(sets, tables, log), "image_store": image_store, "images_stored": len(store.files)}
-    save_atomically(dataset, out_dir, report, quiet=not progress, images=store.files)
-    return report
+    return save_atomically(dataset, out_dir, report, not progress, store.files, not copy_images)
 
 
 def _report(sets: list[ConversationSet], tables, log: IssueLog) -> dict:

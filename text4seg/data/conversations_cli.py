@@ -27,9 +27,15 @@ def register(kinds: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--image-store",
         choices=IMAGE_STORES,
-        default="embed",
-        help="images embedded in every record (default), absolute paths, or stored once in OUT/images "
-        "with paths relative to OUT (load with text4seg.data.load_records)",
+        default="folder",
+        help="'folder' (default) stores each image once in OUT/images and records hold paths relative to "
+        "OUT (the folder can move; read it with text4seg.data.load_records); 'embed' puts the image bytes "
+        "in every record; 'paths' stores absolute paths to the source files",
+    )
+    parser.add_argument(
+        "--copy-images",
+        action="store_true",
+        help="with the folder store, copy the images instead of hard-linking them to the sources",
     )
     parser.add_argument("--split", default="train", help="split name (train)")
     parser.add_argument("--name", default="llava", help="dataset name in record ids and source (llava)")
@@ -46,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.images}: not a folder")
         sets = [ConversationSet(path, args.images, args.format, args.name, args.split) for path in args.json]
         report = build_conversations(
-            sets, args.out, strict=args.strict, progress=not args.quiet, image_store=args.image_store
+            sets,
+            args.out,
+            strict=args.strict,
+            progress=not args.quiet,
+            image_store=args.image_store,
+            copy_images=args.copy_images,
         )
     except (ValueError, OSError, RecursionError, MemoryError) as err:
         print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)

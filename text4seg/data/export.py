@@ -16,7 +16,8 @@ def _llava_item(record: dict, root: Path | None) -> dict:
     first = record["images"][0] if record["images"] else None
     path = first["path"] if isinstance(first, dict) else first
     image = record["source"]["file_name"]
-    if root is not None and path and Path(path).resolve().is_relative_to(root):
+    # a relative path is a build's own images/ copy (read without load_records): the file_name stands
+    if root is not None and path and Path(path).is_absolute() and Path(path).resolve().is_relative_to(root):
         image = Path(path).resolve().relative_to(root).as_posix()
     user, assistant = record["messages"][0], record["messages"][1]
     question = " ".join(part["text"] for part in user["content"] if part["type"] == "text")
@@ -38,7 +39,8 @@ def to_llava_json(
 
     Each item is ``{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n…"},
     {"from": "gpt", "value": answer}]}``; ``image`` is the path relative to ``image_root`` when
-    the image lies under it, else the annotation's ``file_name``.
+    the image lies under it, else the annotation's ``file_name`` (the path under the build's own
+    ``images/`` folder for a build that stores each image once, the default).
     """
     from datasets import DatasetDict, Image, List, concatenate_datasets
 

@@ -146,32 +146,62 @@ def quiet_datasets(quiet: bool) -> Iterator[None]:
             enable_progress_bars()
 
 
-def store_images(files: dict[str, Path], folder: Path) -> None:
-    """Copy each image to ``folder / relative path`` once. A copy, not a hard link: a tool that
-    rewrites a source image in place would otherwise change the build's image behind its back."""
+def store_images(files: dict[str, Path], folder: Path, link: bool = True) -> dict[str, int]:
+    """Put each image at ``folder / relative path`` once: a hard link to the source file when ``link``
+    and the file system allows it (same device, permitted), else a copy. Never a symbolic link: the
+    folder must keep working when moved or copied elsewhere. Returns ``{"linked": n, "copied": m}``.
+
+    A hard link shares the file with the source: a tool that rewrites a source image *in place* changes
+    the build's image too (the next build sees the changed folder and rebuilds). Build with
+    ``copy_images`` (``link=False``) where sources are edited in place."""
+    counts = {"linked": 0, "copied": 0}
     for relative, source in files.items():
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+        if link and _hard_link(source, target):
+            counts["linked"] += 1
+        else:
+            shutil.copy2(source, target)
+            counts["copied"] += 1
+    return counts
+
+
+def _hard_link(source: Path, target: Path) -> bool:
+    """Whether ``target`` could be made a hard link to ``source`` (False: another device, a file system
+    without links, or not permitted, e.g. another user's file under fs.protected_hardlinks)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
 
 
 def save_atomically(
-    dataset: Any, out_dir: Path, report: dict[str, Any], quiet: bool, images: dict[str, Path] | None = None
-) -> None:
-    """Save ``dataset``, its report and ``images`` (relative path in the build -> source file) into a
-    temporary sibling folder, then rename it to ``out_dir``: an interrupted save leaves the previous
-    build (or nothing) there, never a partial one."""
+    dataset: Any,
+    out_dir: Path,
+    report: dict[str, Any],
+    quiet: bool,
+    images: dict[str, Path] | None = None,
+    link: bool = True,
+) -> dict[str, Any]:
+    """Save ``dataset``, its report and ``images`` (relative path in the build -> source file, stored by
+    `store_images`; ``link``: hard links where possible) into a temporary sibling folder, then rename it
+    to ``out_dir``: an interrupted save leaves the previous build (or nothing) there, never a partial one.
+    Returns the report as written (with ``images_linked`` and ``images_copied`` when images were stored)."""
     tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         with quiet_datasets(quiet):
             dataset.save_to_disk(str(tmp))
-        store_images(images or {}, tmp)
+        if images:
+            counts = store_images(images, tmp, link)
+            report = {**report, "images_linked": counts["linked"], "images_copied": counts["copied"]}
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2), encoding="utf-8")
         replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return report
 
 
 def build_report(
