@@ -29,36 +29,50 @@ class RecordError(ValueError):
     """A record that does not follow the schema (the message names the record id and what is wrong)."""
 
 
-def record_features(image_paths: bool = False) -> Features:
-    """The `datasets.Features` of a record; ``image_paths``: images as path strings instead of embedded images."""
-    from datasets import Features, Image, List, Value
+def _value(dtype: str) -> dict[str, str]:
+    return {"dtype": dtype, "_type": "Value"}
 
-    text_part = {"type": Value("string"), "text": Value("string")}
-    return Features(
-        {
-            "id": Value("string"),
-            "images": List(Value("string")) if image_paths else List(Image()),
-            "messages": List({"role": Value("string"), "content": List(text_part)}),
-            "task": Value("string"),
-            "expression": Value("string"),
-            "labels": List(Value("string")),
-            "grid": List(Value("int32")),
-            "width": Value("int32"),
-            "height": Value("int32"),
-            "masks": List(Value("string")),
-            "box": List(Value("float32")),
-            "ignore": Value("string"),
-            "source": {
-                "dataset": Value("string"),
-                "split": Value("string"),
-                "image_id": Value("int64"),
-                "ann_ids": List(Value("int64")),
-                "ref_id": Value("int64"),
-                "sent_id": Value("int64"),
-                "file_name": Value("string"),
-            },
-        }
-    )
+
+def _list(feature: dict[str, Any]) -> dict[str, Any]:
+    return {"feature": feature, "_type": "List"}
+
+
+def record_feature_spec(image_paths: bool = False) -> dict[str, Any]:
+    """The record schema in the JSON form `datasets` saves (``Features.to_dict()``), without importing
+    `datasets` (a build writes its Arrow files with pyarrow alone). ``image_paths``: images as path
+    strings instead of embedded images."""
+    string = _value("string")
+    return {
+        "id": string,
+        "images": _list(string if image_paths else {"_type": "Image"}),
+        "messages": _list({"role": string, "content": _list({"type": string, "text": string})}),
+        "task": string,
+        "expression": string,
+        "labels": _list(string),
+        "grid": _list(_value("int32")),
+        "width": _value("int32"),
+        "height": _value("int32"),
+        "masks": _list(string),
+        "box": _list(_value("float32")),
+        "ignore": string,
+        "source": {
+            "dataset": string,
+            "split": string,
+            "image_id": _value("int64"),
+            "ann_ids": _list(_value("int64")),
+            "ref_id": _value("int64"),
+            "sent_id": _value("int64"),
+            "file_name": string,
+        },
+    }
+
+
+def record_features(image_paths: bool = False) -> Features:
+    """The `datasets.Features` of a record (`record_feature_spec`); ``image_paths``: images as path strings
+    instead of embedded images."""
+    from datasets import Features
+
+    return Features.from_dict(record_feature_spec(image_paths))
 
 
 def record_id(record: Mapping[str, Any]) -> str:
