@@ -2,15 +2,38 @@
 
 Weights are read with safetensors only (`use_safetensors=True`): no pickle unless the user converts the
 checkpoint. `trust_remote_code` is passed through only when the caller asks for it.
+
+PEFT adapters load through `load_adapter`: one saved under transformers' module layout before 4.52 (such as
+Text4Seg's llava-hf LoRA adapters, saved by ms-swift) has its keys and `target_modules` rewritten to today's
+names (`OLD_LAYOUTS`), and every LoRA tensor of a local adapter is checked to have landed on the model.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+PEFT_PREFIX = "base_model.model."
+_ADAPTER_PART = re.compile(r"\.(lora_[A-Za-z_]+|modules_to_save)(\.|$)")
+
+# Module paths of an adapter saved before transformers moved a multimodal model's parts under `model.`
+# (4.52: `language_model.model.X` -> `model.language_model.X`, `language_model.lm_head` -> `lm_head`,
+# `vision_tower`/`multi_modal_projector`/`visual` -> `model.<part>`; Qwen2-VL's text `model.X` ->
+# `model.language_model.X`). Tried in order on a saved module path the model does not have; the first
+# rewrite naming a module the model has is kept. PEFT (0.21) remaps the language model's keys of such an
+# adapter itself but silently drops those of the vision tower and projector, and refuses a regex
+# `target_modules` written for the old names (ms-swift's `^(language_model|multi_modal_projector)...`).
+OLD_LAYOUTS: tuple[tuple[str, str], ...] = (
+    (r"^language_model\.model\.", "model.language_model."),
+    (r"^language_model\.lm_head(?=\.|$)", "lm_head"),
+    (r"^language_model\.", "model.language_model."),
+    (r"^(vision_tower|multi_modal_projector|visual|vision_model|connector)\.", r"model.\1."),
+    (r"^model\.(?!language_model\.)", "model.language_model."),
+)
 
 
 def _resolve_dtype(dtype: Any) -> Any:
@@ -102,9 +125,7 @@ def load_model_and_processor(
         kwargs["device_map"] = device_map
     model = AutoModelForImageTextToText.from_pretrained(source, use_safetensors=True, **kwargs)
     if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
+        model = load_adapter(model, adapter, is_trainable=is_trainable)
         if merge_adapter:
             model = model.merge_and_unload()
     model.eval()
@@ -117,3 +138,110 @@ def _has_processor(path: str | Path) -> bool:
         (p / name).is_file()
         for name in ("processor_config.json", "preprocessor_config.json", "tokenizer.json")
     )
+
+
+# -- PEFT adapters, old module layouts included ------------------------------------------------------
+def saved_adapter_keys(folder: str | Path) -> list[str]:
+    """The tensor names of a local adapter folder's weights (safetensors, or a .bin read weights-only)."""
+    for name in ADAPTER_WEIGHTS:
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        if name.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        import torch
+
+        return list(torch.load(path, map_location="meta", weights_only=True, mmap=True))
+    raise FileNotFoundError(f"adapter {folder}: no {' or '.join(ADAPTER_WEIGHTS)}")
+
+
+def _module_of(key: str) -> str:
+    """`base_model.model.a.b.lora_A.weight` -> `a.b` (the module the adapter tensor belongs to)."""
+    path = key.removeprefix(PEFT_PREFIX)
+    found = _ADAPTER_PART.search(path)
+    return path[: found.start()] if found else path.rsplit(".", 1)[0]
+
+
+def layout_renames(keys: list[str], modules: set[str]) -> dict[str, str]:
+    """`{saved module path: module path in the model}` for every saved module the model lacks under its
+    saved name but has under an older layout's rewrite (`OLD_LAYOUTS`); empty when nothing moved."""
+    renames: dict[str, str] = {}
+    for module in {_module_of(k) for k in keys if k.startswith(PEFT_PREFIX)}:
+        if module in modules:
+            continue
+        for pattern, replacement in OLD_LAYOUTS:
+            new = re.sub(pattern, replacement, module, count=1)
+            if new != module and new in modules:
+                renames[module] = new
+                break
+    return renames
+
+
+def peft_key_mapping(renames: dict[str, str], saved_modules: set[str]) -> dict[str, str]:
+    """PEFT's `key_mapping` (regex -> replacement, the first match applied to each saved key) doing
+    `renames`: the `OLD_LAYOUTS` rules used, in their order, when they move exactly the renamed modules;
+    else one exact pattern per renamed module."""
+    used = {
+        pattern: replacement
+        for pattern, replacement in OLD_LAYOUTS
+        if any(re.sub(pattern, replacement, old, count=1) == new for old, new in renames.items())
+    }
+
+    def applied(module: str) -> str:
+        for pattern, replacement in used.items():
+            new, n = re.subn(pattern, replacement, module, count=1)
+            if n:
+                return new
+        return module
+
+    if all(applied(m) == renames.get(m, m) for m in saved_modules):
+        return used
+    return {rf"^{re.escape(old)}(?=\.)": new for old, new in renames.items()}
+
+
+def load_adapter(model: Any, adapter: str | Path, *, is_trainable: bool = False) -> Any:
+    """`PeftModel.from_pretrained(model, adapter)`, for adapters saved under an older module layout too
+    (`layout_renames`: keys and `target_modules` are rewritten to the model's names), and checked: a
+    LoRA tensor of a local adapter that lands on no module of the model is a ValueError naming it (PEFT
+    itself only warns, or says nothing)."""
+    from peft import PeftConfig, PeftModel
+
+    folder = Path(str(adapter)).expanduser()
+    if not folder.is_dir():  # a Hub adapter: PEFT's own loading, its own key conversion
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
+    keys = saved_adapter_keys(folder)
+    renames = layout_renames(keys, {name for name, _ in model.named_modules()})
+    config = PeftConfig.from_pretrained(str(folder))
+    mapping = None
+    if renames:
+        mapping = peft_key_mapping(renames, {_module_of(k) for k in keys})
+        config.target_modules = sorted(
+            {renames.get(_module_of(k), _module_of(k)) for k in keys if ".lora_" in k}
+        )
+    peft_model = PeftModel.from_pretrained(
+        model, str(folder), is_trainable=is_trainable, config=config, key_mapping=mapping
+    )
+    _check_loaded(peft_model, folder, [_renamed(k, renames) for k in keys])
+    return peft_model
+
+
+def _renamed(key: str, renames: dict[str, str]) -> str:
+    module = _module_of(key)
+    new = renames.get(module)
+    return key if new is None else PEFT_PREFIX + new + key.removeprefix(PEFT_PREFIX)[len(module) :]
+
+
+def _check_loaded(peft_model: Any, folder: Path, saved: list[str]) -> None:
+    """Every saved LoRA tensor has its place in the loaded model, and every LoRA tensor of the model was saved."""
+    from peft.utils import get_peft_model_state_dict
+
+    have = {k for k in get_peft_model_state_dict(peft_model) if ".lora_" in k}
+    wanted = {k for k in saved if ".lora_" in k}
+    dropped, missing = sorted(wanted - have), sorted(have - wanted)
+    if dropped or missing:
+        what = [f"{len(dropped)} saved LoRA tensors match no module of the model"] if dropped else []
+        what += [f"{len(missing)} LoRA tensors of the model are not in the adapter"] if missing else []
+        raise ValueError(f"adapter {folder}: {' and '.join(what)} (first: {(dropped or missing)[0]})")
