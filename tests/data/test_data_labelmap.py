@@ -182,3 +182,73 @@ def test_the_generic_command_reports_a_missing_folder_in_one_line(tmp_path, caps
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "none: not a folder" in err and "Traceback" not in err
+
+
+# -- where the images go: the stores of the other builds, the same default ------------------------------
+def _build(tmp_path, options=OPT, **kwargs):
+    from text4seg.data.labelmap import build_labelmaps
+
+    maps = {f"img{k}": label_values(k, [1, 3], 0) for k in range(2)}
+    data = write_preset("ade20k", tmp_path / "raw", "val", maps)
+    return build_labelmaps([data], options, tmp_path / "out", progress=False, **kwargs), data
+
+
+def test_by_default_each_image_is_stored_once_in_the_build_like_the_other_builds(tmp_path):
+    import shutil
+
+    from text4seg.data import BuildConfig
+    from text4seg.protocol.images import read_record_image
+    from text4seg.protocol.records import load_records
+
+    report, data = _build(tmp_path)
+    assert report["config"]["image_store"] == BuildConfig().image_store == "folder"
+    assert report["images_stored"] == 2 and sorted(p.name for p in (tmp_path / "out/images").iterdir()) == [
+        "img0.jpg",
+        "img1.jpg",
+    ]
+    shutil.move(tmp_path / "out", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "raw")
+    record = load_records(tmp_path / "moved")["val"][1]
+    assert record["images"][0] == str(tmp_path / "moved/images/img1.jpg")
+    image = read_record_image(record["images"][0], record["id"])
+    assert (image.width, image.height) == (W, H)
+
+
+def test_crops_are_stored_as_new_images_and_cannot_be_mere_paths(tmp_path):
+    from text4seg.protocol.records import load_records
+
+    options = LabelMapOptions(grid=8, crop=0.5, seed=2)
+    report, _ = _build(tmp_path, options)
+    assert report["images_stored"] == 2
+    record = load_records(tmp_path / "out")["val"][0]
+    assert record["images"][0] == str(tmp_path / "out/images/crops/0/img0.png")
+    with Image.open(record["images"][0]) as image:
+        assert image.size == (record["width"], record["height"])
+    with pytest.raises(ValueError, match="no file to point to"):
+        _build(tmp_path / "paths", options, image_store="paths")
+
+
+@pytest.mark.parametrize("store", ["embed", "paths"])
+def test_the_other_stores_embed_the_bytes_or_point_to_the_sources(tmp_path, store):
+    import datasets
+
+    report, data = _build(tmp_path, image_store=store)
+    assert report["config"]["image_store"] == store and not (tmp_path / "out/images").exists()
+    image = datasets.load_from_disk(str(tmp_path / "out"))["val"][0]["images"][0]
+    if store == "paths":
+        assert image == str((data.images / "img0.jpg").resolve())
+    else:
+        assert isinstance(image, Image.Image) and image.size == (W, H)
+
+
+def test_the_build_command_takes_the_image_store_flags(tmp_path, capsys):
+    from text4seg.cli import main
+
+    write_preset("voc", tmp_path / "root", "val", {"a": label_values(0, [12, 15], 0)})
+    argv = ["build", "voc", "--root", str(tmp_path / "root"), "--splits", "val", "--grid", "8", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "copied"), "--copy-images"]) == 0
+    copied = tmp_path / "copied/images/a.jpg"
+    assert copied.is_file() and copied.stat().st_nlink == 1
+    assert main([*argv, "--out", str(tmp_path / "paths"), "--image-store", "paths", "--crop", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no file to point to" in err and "Traceback" not in err

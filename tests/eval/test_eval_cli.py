@@ -202,33 +202,25 @@ def test_class_options_need_the_semantic_task(saved, labelmap_data, capsys):
 
 @pytest.mark.slow
 def test_a_label_map_dataset_builds_trains_and_evaluates(tmp_path, capsys):
-    """The issue's path for synthetic label-map data: build, train a tiny model 2 steps, evaluate."""
+    """The issue's path for synthetic label-map data: build (each image stored once in the build, the
+    folder then moved and the sources deleted), train a tiny model 2 steps, evaluate with --task semantic."""
+    import shutil
+
     from support.labelmaps import label_values, write_preset
 
-    from text4seg.data.labelmap import LabelMapOptions, build_labelmaps
-
-    sets = [
-        write_preset(
-            "ade20k", tmp_path / "raw", split, {f"{split}{k}": label_values(k, [1, 3], 0) for k in range(2)}
-        )
-        for split in ("train", "val")
-    ]
-    build_labelmaps(sets, LabelMapOptions(grid=8), tmp_path / "built", progress=False)
-    run = tmp_path / "run"
-    overrides = [
-        f"data.path={tmp_path / 'built'}",
-        "loop.max_steps=2",
-        "loop.batch_size=2",
-    ]
-    overrides += [
-        f"output.dir={run}",
-        "loop.eval_every=1000",
-        "loop.save_every=1000",
-        "model.tiny.image_size=64",
-    ]
+    for split in ("train", "val"):
+        maps = {f"{split}{k}": label_values(k, [1, 3], 0) for k in range(2)}
+        write_preset("ade20k", tmp_path / "raw", split, maps)
+    build = ["build", "ade20k", "--root", str(tmp_path / "raw"), "--grid", "8", "--image-store", "folder"]
+    assert main([*build, "--out", str(tmp_path / "built"), "--quiet"]) == 0
+    shutil.move(tmp_path / "built", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "raw")
+    data, run = tmp_path / "moved", tmp_path / "run"
+    overrides = [f"data.path={data}", "loop.max_steps=2", "loop.batch_size=2", f"output.dir={run}"]
+    overrides += ["loop.eval_every=1000", "loop.save_every=1000", "model.tiny.image_size=64"]
     assert main(["train", "recipes/tiny_cpu.yaml", *overrides]) == 0
     out = tmp_path / "eval"
-    argv = [str(run / "final"), "--data", str(tmp_path / "built"), "--task", "semantic", "--out", str(out)]
+    argv = [str(run / "final"), "--data", str(data), "--task", "semantic", "--out", str(out)]
     assert main(["evaluate", *argv, "--quiet", "--device", "cpu"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["info"]["n_samples"] == 2 and report["info"]["grid"] == [8, 8]

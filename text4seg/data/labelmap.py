@@ -9,6 +9,10 @@ a bad pair is skipped and reported with its file and reason, as elsewhere in `te
 Options Text4Seg's semantic data uses, each off by default and drawn from a seeded RNG per image: a
 random crop, absent "distractor" classes named in the question (all background in the answer), synonyms
 for class names, and a cap on the classes one question names.
+
+Images are stored as in the other builds (`text4seg.data.config.IMAGE_STORES`, same default): once in
+the build's ``images/`` folder (a random crop, a new image, under ``images/crops/``), embedded in every
+record, or as absolute paths (not with crops: a crop has no file to point to).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from text4seg.protocol.images import ImageReadError, check_pixels, load_image
 from text4seg.protocol.records import encode_counts
 
 from .classnames import ADE20K_150, COCO_STUFF_BY_VALUE, PASCAL_CONTEXT_59, VOC_20, by_value
+from .config import DEFAULT_IMAGE_STORE, IMAGE_STORES, IMAGES_FOLDER
 from .spec import Issue, IssueLog
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -347,6 +352,44 @@ def preset(name: str, root: str | Path, split: str) -> LabelMapSet:
 
 
 # -- writing -----------------------------------------------------------------------------------------
+class _ImageStore:
+    """A record's ``images`` value in one of `IMAGE_STORES`; for ``folder``, the files to store once
+    (path in the build -> source file; crops are written to ``crops`` first)."""
+
+    def __init__(self, kind: str, crops: Path | None) -> None:
+        self.kind = kind
+        self.crops = crops
+        self.files: dict[str, Path] = {}
+
+    def value(self, image: dict, set_index: int, stem: str) -> dict | str:
+        if self.kind == "embed":
+            return image
+        if image["bytes"] is None:
+            source = Path(image["path"])
+            if self.kind == "paths":
+                return str(source.resolve())
+            relative = f"{IMAGES_FOLDER}/{source.name}"
+        else:  # a crop: a new image, written once where the folder store finds it
+            relative = f"{IMAGES_FOLDER}/crops/{set_index}/{stem}.png"
+            source = self.crops / relative
+            source.parent.mkdir(parents=True, exist_ok=True)
+            source.write_bytes(image["bytes"])
+        if self.files.setdefault(relative, source) != source:
+            raise LabelMapError(
+                f"{relative} would hold both {self.files[relative]} and {source}; build them apart"
+            )
+        return relative
+
+
+def _check_store(image_store: str, options: LabelMapOptions) -> None:
+    if image_store not in IMAGE_STORES:
+        raise ValueError(f"image_store must be one of {IMAGE_STORES}, got {image_store!r}")
+    if image_store == "paths" and options.crop is not None:
+        raise ValueError(
+            "random crops are new images with no file to point to: store them 'folder' or 'embed'"
+        )
+
+
 def build_labelmaps(
     sets: list[LabelMapSet],
     options: LabelMapOptions,
@@ -354,32 +397,50 @@ def build_labelmaps(
     *,
     strict: bool = False,
     progress: bool = True,
+    image_store: str = DEFAULT_IMAGE_STORE,
+    copy_images: bool = False,
 ) -> dict:
     """Write the records of every set (one split each) to ``out_dir`` as a `datasets.DatasetDict`, with a
-    build_report.json listing each skipped pair; written atomically. Returns the report."""
+    build_report.json listing each skipped pair; written atomically. ``image_store``: one of
+    `IMAGE_STORES`, the default of the other builds (``folder``: each image once in ``out_dir/images``,
+    hard-linked to its source where possible, ``copy_images``: always copied; read the build with
+    `text4seg.data.load_records`). Returns the report."""
+    import tempfile
+
     from datasets import Dataset, DatasetDict
-    from tqdm.auto import tqdm
 
     from text4seg.protocol.records import record_features
 
     from .storage import SplitTables, check_out_dir, save_atomically
 
+    _check_store(image_store, options)
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    tables = SplitTables(record_features().arrow_schema)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tables = SplitTables(record_features(image_paths=image_store != "embed").arrow_schema)
     log = IssueLog(strict)
-    for data in sets:
-        for record in tqdm(
-            iter_records(data, options, log), desc=f"{data.name}/{data.split}", disable=not progress
-        ):
+    with tempfile.TemporaryDirectory(prefix=f"{out_dir.name}.crops-", dir=out_dir.parent) as crops:
+        store = _ImageStore(image_store, Path(crops))
+        _add_records(sets, options, tables, log, store, progress)
+        dataset = DatasetDict({split: Dataset(table) for split, table in tables.finish().items()})
+        report = {**_report(sets, options, tables, log, image_store), "images_stored": len(store.files)}
+        return save_atomically(dataset, out_dir, report, not progress, store.files, not copy_images)
+
+
+def _add_records(sets, options, tables, log: IssueLog, store: _ImageStore, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    for set_index, data in enumerate(sets):
+        records = iter_records(data, options, log)
+        for record in tqdm(records, desc=f"{data.name}/{data.split}", disable=not progress):
+            stem = record["id"].rsplit("/", 1)[-1]
+            record["images"] = [store.value(image, set_index, stem) for image in record["images"]]
             tables.add(record)
-    dataset = DatasetDict({split: Dataset(table) for split, table in tables.finish().items()})
-    report = _report(sets, options, tables, log)
-    save_atomically(dataset, out_dir, report, quiet=not progress)
-    return report
 
 
-def _report(sets: list[LabelMapSet], options: LabelMapOptions, tables, log: IssueLog) -> dict:
+def _report(
+    sets: list[LabelMapSet], options: LabelMapOptions, tables, log: IssueLog, image_store: str
+) -> dict:
     from .storage import report_counts
 
     return {
@@ -398,7 +459,7 @@ def _report(sets: list[LabelMapSet], options: LabelMapOptions, tables, log: Issu
             **{k: v for k, v in options.__dict__.items() if k != "synonyms"},
             "grid": list(options.fmt.grid),
             "synonyms": len(options.synonyms),
-            "image_store": "embed",
+            "image_store": image_store,
         },
         **report_counts(tables, log.items),
     }

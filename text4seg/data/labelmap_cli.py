@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .config import DEFAULT_IMAGE_STORE
 from .labelmap import (
     PRESETS,
     QUESTION_STYLES,
@@ -39,6 +40,9 @@ def _add_options(parser: argparse.ArgumentParser, grid_type) -> None:
         help="list: our templates; pipe: class names joined by ' | ' as Text4Seg asks",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
+    from .cli import add_image_options  # here: text4seg.data.cli imports this module
+
+    add_image_options(parser, paths_flag=False)
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first bad pair instead of skipping it"
     )
@@ -98,7 +102,15 @@ def _run(sets_of, args: argparse.Namespace) -> int:
             for folder in (data.images, data.labels):
                 if not folder.is_dir():
                     raise ValueError(f"{folder}: not a folder")
-        report = build_labelmaps(sets, _options(args), args.out, strict=args.strict, progress=not args.quiet)
+        report = build_labelmaps(
+            sets,
+            _options(args),
+            args.out,
+            strict=args.strict,
+            progress=not args.quiet,
+            image_store=args.image_store or DEFAULT_IMAGE_STORE,
+            copy_images=args.copy_images,
+        )
     except (ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
