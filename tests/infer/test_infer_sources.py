@@ -124,3 +124,23 @@ def test_a_cached_model_loads_offline_when_the_hub_is_unreachable(hf_home, tmp_p
     check_source("org/cached")
     assert sources.offline_when_unreachable(tmp_path, "org/cached")
     assert constants.HF_HUB_OFFLINE and sources.hub_offline()
+
+
+def test_a_saved_question_style_words_the_questions(tiny_vlm, tmp_path, hf_home):
+    from text4seg.infer import Segmenter
+    from text4seg.protocol.asking import Asking
+
+    model, processor = tiny_vlm
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    Asking(question_style="text4seg").save(tmp_path / "model")
+    seg = Segmenter.from_pretrained(tmp_path / "model", device="cpu", constrained=False)
+    assert seg.query("white horse").question == "Can you segment the white horse in the image?"
+    assert seg.query(["cat", "dog"]).question == "cat | dog"
+    assert seg.settings()["question_style"] == "text4seg"
+    asked = Segmenter.from_pretrained(
+        tmp_path / "model", device="cpu", constrained=False, question="Find {expression}."
+    )
+    assert asked.query("white horse").question == "Find white horse."  # an explicit question wins
+    with pytest.raises(ValueError, match="question style must be one of"):
+        Segmenter(model, processor, constrained=False, question_style="pipe")

@@ -160,7 +160,7 @@ def test_converted_folder_loads_asks_like_llava_1_5_and_generates(converted):
     assert prompt == f"{VICUNA_SYSTEM} USER: <image>\nPlease segment the red circle. ASSISTANT:"
     assert registry.end_of_turn(processor) == "</s>"
     assert visible_mode(processor) == "squash" and not hidden_share(processor, 640, 480)
-    assert Asking.load(out).grid == (24, 24) and Asking.load(out).answer_sentences == "free"
+    assert Asking.load(out) == Asking(grid=(24, 24), answer_sentences="free", question_style="text4seg")
     image = Image.new("RGB", (64, 48), (200, 30, 30))
     add = registry.add_special_tokens_for(processor, prompt)
     enc = processor(text=[prompt], images=[[image]], return_tensors="pt", add_special_tokens=add)

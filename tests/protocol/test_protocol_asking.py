@@ -72,6 +72,7 @@ def test_sentences_the_templates_do_not_write_make_the_answer_form_free():
         ({"answer_sentences": "some"}, "answer_sentences must be one of"),
         ({"upsample": "bicubic"}, "upsample must be one of"),
         ({"target_label": ""}, "non-empty"),
+        ({"question_style": "pipe"}, "question_style must be one of"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_file(tmp_path, values, message):
@@ -82,7 +83,13 @@ def test_bad_settings_are_refused_naming_the_file(tmp_path, values, message):
 
 
 def test_asking_round_trips_through_its_file(tmp_path):
-    asking = Asking(grid=(24, 24), target_label="target", answer_sentences="free", background_bias=1.5)
+    asking = Asking(
+        grid=(24, 24),
+        target_label="target",
+        answer_sentences="free",
+        background_bias=1.5,
+        question_style="text4seg",
+    )
     asking.save(tmp_path)
     assert Asking.load(tmp_path) == asking
     assert Asking.load(tmp_path / "nowhere") is None

@@ -47,3 +47,13 @@ def test_render_is_reproducible_and_varied(task, variant, expression, targets, p
 def test_unknown_task_is_refused():
     with pytest.raises(ValueError, match="no templates"):
         templates.render(np.random.default_rng(0), "caption", "", "x")
+
+
+def test_question_styles():
+    assert templates.style_question("ours") is None and templates.style_question("ours", ["cat"]) is None
+    refer = templates.style_question("text4seg")
+    assert refer.format(expression="white horse") == "Can you segment the white horse in the image?"
+    asked = templates.style_question("text4seg", ["cat", "dog {x}"])
+    assert asked.format(classes="ignored") == "cat | dog {x}"  # a fixed question: braces survive formatting
+    with pytest.raises(ValueError, match="question style must be one of"):
+        templates.style_question("pipe")

@@ -38,6 +38,7 @@ from text4seg.infer.prompts import Query, make_query
 from text4seg.infer.sources import check_sources, saved_settings
 from text4seg.models import registry
 from text4seg.models.unwrap import unwrap_model
+from text4seg.protocol import templates
 from text4seg.protocol.asking import ANSWER_FORMS, UPSAMPLE_METHODS, write_settings
 from text4seg.protocol.images import ImageInput, load_image
 
@@ -177,7 +178,9 @@ class Segmenter:
     bilinear indicators filtered with the image as guide, so outlines follow its edges; +11 to +23 cIoU
     points over "bilinear" on bench/results/upsample.md's held-out sets), "bilinear" or "nearest".
     `background_bias` lowers the logits of the tokens that write background (`text4seg.infer.bias`;
-    0 = plain decoding), a recall knob to calibrate on validation data.
+    0 = plain decoding), a recall knob to calibrate on validation data. `question_style` words the
+    question when `question` is None (`protocol.templates.QUESTION_STYLES`: "ours", or "text4seg" as
+    Text4Seg's checkpoints were trained).
     """
 
     def __init__(
@@ -197,6 +200,7 @@ class Segmenter:
         generate_kwargs: dict[str, Any] | None = None,
         target_label: str | None = None,
         background_bias: float = 0.0,
+        question_style: str = "ours",
     ):
         if answer_sentences not in ANSWER_FORMS:
             raise ValueError(
@@ -216,6 +220,8 @@ class Segmenter:
         self.refiner = refiner
         self.answer_sentences = answer_sentences
         self.question = question
+        templates.style_question(question_style)  # refuses an unknown style here, not at the first query
+        self.question_style = question_style
         self.target_label = target_label
         self.background_bias = float(background_bias)
         if target_label is not None:
@@ -281,7 +287,7 @@ class Segmenter:
 
         Raises ValueError for a target `make_query` refuses, or one the model's context cannot hold."""
         try:
-            query = make_query(target, self.fmt, self.question)
+            query = make_query(target, self.fmt, self._question(target))
         except (KeyError, IndexError) as err:  # the template names a field this kind of target leaves empty
             kind = "referring expression" if isinstance(target, str) else "class list"
             raise ValueError(
@@ -292,6 +298,12 @@ class Segmenter:
             query = replace(query, labels=(self.fmt.background, self.target_label))
         self._check_context(query)
         return query
+
+    def _question(self, target: Target) -> str | None:
+        """The question template: the one given, else the one of the question style."""
+        if self.question is not None:
+            return self.question
+        return templates.style_question(self.question_style, None if isinstance(target, str) else target)
 
     def _tokens(self, text: str) -> int:
         """How many tokens the tokenizer writes `text` in (cached)."""
@@ -327,6 +339,7 @@ class Segmenter:
             "question": self.question,
             "upsample": self.upsample,
             "background_bias": self.background_bias,
+            "question_style": self.question_style,
         }
 
     def save_settings(self, folder: str | Path) -> Path:

@@ -316,7 +316,7 @@ def convert_llava_original(
     config.save_pretrained(str(out))
     _save_weights(weights, out)
     _processor(source, tok, config).save_pretrained(str(out))
-    Asking(grid=(PRESETS[preset],) * 2, answer_sentences="free").save(out)
+    Asking(grid=(PRESETS[preset],) * 2, answer_sentences="free", question_style="text4seg").save(out)
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from text4seg.codec import TEXT4SEG, descriptor_grid_size, extract_segments
 
 from .records import answer_text
-from .templates import refer_answer_sentences
+from .templates import QUESTION_STYLES, refer_answer_sentences
 
 SETTINGS_FILE = "text4seg.json"
 """The settings file's name in a model (or dataset) folder."""
@@ -37,7 +37,9 @@ class Asking:
     ``grid``: (rows, cols) of the descriptor; ``target_label``: the fixed word written for referred cells
     (None: the expression itself); ``answer_sentences``: one of `ANSWER_FORMS`; ``question``: a question
     template with ``{expression}`` (or ``{classes}``); ``upsample``: grid-to-pixels method;
-    ``background_bias``: the logit offset calibrated for greedy decoding.
+    ``background_bias``: the logit offset calibrated for greedy decoding; ``question_style``: one of
+    `templates.QUESTION_STYLES`, the wording used when no ``question`` is given (``text4seg`` for
+    Text4Seg's checkpoints).
     """
 
     grid: tuple[int, int] | None = None
@@ -46,6 +48,7 @@ class Asking:
     question: str | None = None
     upsample: str | None = None
     background_bias: float | None = None
+    question_style: str | None = None
 
     def __post_init__(self) -> None:
         if self.grid is not None:
@@ -56,6 +59,7 @@ class Asking:
                 raise ValueError(f"{name} must be a non-empty string, got {value!r}")
         _choice("answer_sentences", self.answer_sentences, ANSWER_FORMS)
         _choice("upsample", self.upsample, UPSAMPLE_METHODS)
+        _choice("question_style", self.question_style, QUESTION_STYLES)
         if self.background_bias is not None:
             bias = self.background_bias
             if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):

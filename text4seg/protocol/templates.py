@@ -74,6 +74,27 @@ SEMANTIC_ABSENT_ANSWERS: tuple[str, ...] = (
     "Each region is labelled with its class. There is no {missing} here.",
 )
 
+QUESTION_STYLES: tuple[str, ...] = ("ours", "text4seg")
+"""How a model is asked when no question template is given: ``ours``, this package's first template of
+each kind (`REFER_QUESTIONS`, `SEMANTIC_LIST_QUESTIONS`: "a, b and c"); ``text4seg``, the wording Text4Seg's
+released checkpoints were trained on (its data scripts put the referring sentence verbatim into short
+questions such as `TEXT4SEG_REFER_QUESTION`, and its semantic questions name the classes joined by " | ")."""
+TEXT4SEG_REFER_QUESTION = "Can you segment the {expression} in the image?"
+"""One of Text4Seg's referring question templates (the one its scripts keep when they use one alone)."""
+
+
+def style_question(style: str, classes: tuple[str, ...] | list[str] | None = None) -> str | None:
+    """The question template `style` asks a referring expression with (`classes` None; it has
+    ``{expression}``), or the question it asks `classes` with (a fixed question, braces escaped for
+    formatting); None for ``ours``: the asker's own first template. ValueError for an unknown style."""
+    if style not in QUESTION_STYLES:
+        raise ValueError(f"question style must be one of {list(QUESTION_STYLES)}, got {style!r}")
+    if style == "ours":
+        return None
+    if classes is None:
+        return TEXT4SEG_REFER_QUESTION
+    return " | ".join(classes).replace("{", "{{").replace("}", "}}")
+
 
 @dataclass(frozen=True)
 class Turn:
