@@ -265,3 +265,53 @@ def test_the_cli_names_a_bad_source_in_one_error_line(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: data.sources[1] (gone)"), err
     assert "does not exist" in err
+
+
+def _two_processes(tmp_path, config, ids: str, stop_at: int = 0) -> list[list[str]]:
+    """Run `_launch_stream.py` under `accelerate launch` in 2 CPU processes (gloo); the ids each trained on."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launcher += ["--main_process_port", str(port)]
+    script = Path(__file__).with_name("_launch_stream.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_USE_CPU="true")
+    run = subprocess.run(
+        [*launcher, str(script), str(tmp_path / "config.json"), str(tmp_path / ids), str(stop_at)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return [json.loads((tmp_path / f"{ids}.{rank}.json").read_text()) for rank in (0, 1)]
+
+
+@pytest.mark.slow  # three 2-process launches: about a minute on 2 cores
+def test_two_processes_split_a_stream_without_overlap_and_resume_where_it_stopped(tmp_path):
+    from text4seg.data import make_synthetic
+    from text4seg.data.build import BuildConfig, build
+
+    synth = make_synthetic(tmp_path / "source", num_images=10, image_size=48, seed=0)
+    build("refcoco", synth.refs, synth.images, tmp_path / "built", BuildConfig(grid=8, progress=False))
+    data = {"path": str(tmp_path / "built"), "eval_split": None}  # a default build: images stored once
+    steps, cut = 4, 2
+    stream = [r["id"] for r in load_datasets(_stream_config(tmp_path, data, max_steps=steps))[0]]
+    assert len(stream) > 2 * steps  # the run does not reach the stream's end
+    whole = _two_processes(tmp_path, _stream_config(tmp_path / "whole", data, max_steps=steps), "whole")
+    assert all(len(ids) == steps for ids in whole) and not set(whole[0]) & set(whole[1])
+    assert sorted(whole[0] + whole[1]) == sorted(stream[: 2 * steps])  # together: the stream's first records
+
+    config = _stream_config(tmp_path / "cut", data, max_steps=steps, save_every=cut)
+    first = _two_processes(tmp_path, config, "first", stop_at=cut)
+    rest = _two_processes(tmp_path, config, "rest")
+    assert [len(ids) for ids in first] == [cut, cut]
+    assert [a + b for a, b in zip(first, rest, strict=True)] == whole, (first, rest, whole)
