@@ -151,19 +151,22 @@ STOCK: dict[str, Stock] = {
         ),
         0.0,
     ),
-    # 448×448 tiles (1..12, nearest aspect ratio, plus a thumbnail) or one squashed 448×448 image.
+    # The published image processor config says crop_to_patches false, but InternVLProcessor passes
+    # crop_to_patches=True at each call (its images_kwargs), so the stock processor cuts 448×448 tiles
+    # (1..12, nearest aspect ratio, plus a thumbnail); the recipe's `processor: {crop_to_patches: false}`
+    # gives one squashed 448×448 image (test_internvl_processor_tiles_unless_told_not_to).
     "internvl3": Stock(
         "OpenGVLab/InternVL3-2B-hf",
+        "GotOcr2ImageProcessor",
+        dict(size={"height": 448, "width": 448}, crop_to_patches=True, min_patches=1, max_patches=12),
+        0.0,
+    ),
+    "internvl3 recipe": Stock(
+        "OpenGVLab/InternVL3-2B-hf, crop_to_patches=False (the recipe)",
         "GotOcr2ImageProcessor",
         dict(size={"height": 448, "width": 448}, crop_to_patches=False, min_patches=1, max_patches=12),
         0.0,
         ("internvl3_2b",),
-    ),
-    "internvl3 tiles": Stock(
-        "OpenGVLab/InternVL3-2B-hf, crop_to_patches",
-        "GotOcr2ImageProcessor",
-        dict(size={"height": 448, "width": 448}, crop_to_patches=True, min_patches=1, max_patches=12),
-        0.0,
     ),
 }
 
@@ -288,3 +291,24 @@ def test_load_processor_takes_visible_from_recipe_settings(tmp_path):
     processor.save_pretrained(tmp_path)
     assert visible_mode(load_processor(tmp_path, visible="squash")) == "squash"
     assert visible_mode(load_processor(tmp_path, **{"visible": "pad"})) == "pad"
+
+
+def test_internvl_processor_tiles_unless_told_not_to(tmp_path):
+    import yaml
+
+    from text4seg.models import registry
+    from text4seg.models.tiny import tiny_config_and_processor
+
+    _, processor = tiny_config_and_processor("internvl", image_size=32)
+    processor.image_processor.max_patches = 12  # the published value (the tiny model keeps one tile)
+    processor.save_pretrained(tmp_path)
+    assert image_processor_of(load_processor(tmp_path)).crop_to_patches is False  # as saved, yet:
+    prompt, image = registry.render_prompt(processor, "hi"), _striped(128, 64)
+
+    def tiles(**kwargs: Any) -> int:
+        loaded = load_processor(tmp_path, **kwargs)
+        return loaded(text=[prompt], images=[image], return_tensors="pt")["pixel_values"].shape[0]
+
+    recipe = yaml.safe_load((RECIPES / "internvl3_2b.yaml").read_text())["model"]["processor"]
+    assert tiles() > 1  # the processor's own call-time default wins over the saved setting
+    assert tiles(**recipe) == 1
