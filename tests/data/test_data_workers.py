@@ -9,10 +9,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from text4seg.data import records
+from text4seg.data import arrow_files
 from text4seg.data.build import BuildConfig
 from text4seg.data.issues import BuildError
-from text4seg.data.workers import ordered_map
+from text4seg.data.workers import chunk_map, ordered_map
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -49,6 +49,19 @@ def test_results_come_back_in_input_order(num_proc):
         assert list(ordered_map(_squares, list(range(100)), num_proc)) == [k * k for k in range(100)]
 
 
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_chunk_results_come_back_in_input_order(num_proc):
+    with deadline(60):
+        chunks = list(chunk_map(_squares, list(range(100)), num_proc, 7))
+    assert [len(chunk) for chunk in chunks] == [7] * 14 + [2]
+    assert [v for chunk in chunks for v in chunk] == [k * k for k in range(100)]
+
+
+def test_a_dead_worker_fails_the_chunk_map_instead_of_hanging():
+    with deadline(60), pytest.raises(BuildError, match="a worker process died while building shapes"):
+        list(chunk_map(_die_on_seven, list(range(40)), 2, 3, what="shapes"))
+
+
 def test_a_dead_worker_fails_the_map_instead_of_hanging():
     with deadline(60), pytest.raises(BuildError, match="a worker process died while building shapes"):
         list(ordered_map(_die_on_seven, list(range(40)), 2, what="shapes"))
@@ -58,7 +71,7 @@ def test_a_dead_worker_fails_the_build_and_writes_nothing(synth, build_kind, tmp
     def die(job):
         os._exit(3)
 
-    monkeypatch.setattr(records, "build_image", die)  # inherited by the forked workers
+    monkeypatch.setattr(arrow_files, "build_image", die)  # inherited by the forked workers
     out = tmp_path / "out"
     with deadline(120), pytest.raises(BuildError, match="refcoco images"):
         build_kind("refcoco", synth, out, config=BuildConfig(num_proc=2, progress=False))

@@ -15,6 +15,7 @@ is stored in that report; `build` returns the saved dataset unchanged when it ma
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -23,10 +24,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from text4seg.protocol.records import record_features
-
 from .annotations import Source
-from .config import BuildConfig, BuildResult
+from .arrow_files import CHUNK_IMAGES, ChunkOutput, RecordFiles, build_chunk
+from .config import BuildConfig, BuildResult, Deferred
 from .export import to_llava_json
 from .issues import Issue
 from .records import ImageResult, build_image, build_images, image_jobs
@@ -34,7 +34,6 @@ from .sources import SourceRequest, source_kind
 from .storage import (
     RECORDS_VERSION,
     REPORT_NAME,
-    SplitTables,
     build_report,
     check_out_dir,
     fingerprint,
@@ -42,7 +41,7 @@ from .storage import (
     read_report,
     save_atomically,
 )
-from .workers import ordered_map
+from .workers import chunk_map, ordered_map
 
 __all__ = [
     "RECORDS_VERSION",
@@ -88,6 +87,21 @@ def build_records(
     return by_split, issues, stats
 
 
+def iter_chunks(source: Source, config: BuildConfig) -> Iterator[ChunkOutput]:
+    """The records of ``source`` as Arrow tables by chunk of images (`text4seg.data.arrow_files`), in
+    image order, with a progress bar; chunks are spread over ``config.num_proc`` processes (`BuildError`
+    if one dies)."""
+    jobs = image_jobs(source, config)
+    size = max(1, min(CHUNK_IMAGES, len(jobs) // (config.num_proc * 8)))
+    chunks = chunk_map(build_chunk, jobs, config.num_proc, size, what=f"{source.dataset} images")
+    with tqdm(
+        total=len(jobs), desc=f"{source.dataset}: images", unit="img", disable=not config.progress
+    ) as bar:
+        for chunk in chunks:
+            bar.update(chunk.images)
+            yield chunk
+
+
 def write_dataset(
     sources: Sequence[Source],
     out_dir: str | Path,
@@ -99,46 +113,36 @@ def write_dataset(
 ) -> BuildResult:
     """Build the records of ``sources``, save them to ``out_dir`` with a build report.
 
-    ``load_seconds`` (time spent reading the sources) is added to the report's timings."""
-    from datasets import Dataset, DatasetDict
-
+    Records are written as they are made, as Arrow files in the `datasets.save_to_disk` layout
+    (`text4seg.data.arrow_files`; `datasets` is not imported). ``load_seconds`` (time spent reading the
+    sources) is added to the report's timings."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    tables = SplitTables(record_features(config.image_paths).arrow_schema)
-    issues: list[Issue] = [issue for source in sources for issue in source.issues]
-    stats: Counter = Counter()
-    images: dict[str, Path] = {}
-    for source in sources:
-        for records, image_issues, image_stats in iter_image_results(source, config):
-            for record in records:
-                tables.add(record)
-                _note_image(images, record, source, config)
-            issues.extend(image_issues)
-            stats.update(image_stats)
-    dataset = DatasetDict({split: Dataset(table) for split, table in tables.finish().items()})
-    records_done = time.perf_counter()
-    report = build_report(
-        config,
-        tables,
-        issues,
-        stats,
-        fingerprint=key,
-        params=params or {},
-        inputs=[str(p) for source in sources for p in source.input_files],
-        images_stored=len(images),
-        images_bytes=sum(path.stat().st_size for path in images.values()),
-    )
-    report = _timed(report, start, records_done, load_seconds)
-    report = save_atomically(dataset, out_dir, report, not config.progress, images, not config.copy_images)
-    return BuildResult(_load(out_dir, config), out_dir, {**report, "cache": "built"})
-
-
-def _note_image(images: dict[str, Path], record: dict, source: Source, config: BuildConfig) -> None:
-    """With ``image_store="folder"``: remember which source file goes to the record's image path."""
-    if config.image_store == "folder":
-        relative = record["images"][0]
-        images.setdefault(relative, source.image_root.resolve() / relative.split("/", 1)[1])
+    files = RecordFiles(out_dir.with_name(f"{out_dir.name}.records-{os.getpid()}"), config.image_store, key)
+    try:
+        for source in sources:
+            for chunk in iter_chunks(source, config):
+                files.add(chunk)
+        records_done = time.perf_counter()
+        report = build_report(
+            config,
+            files,
+            [issue for source in sources for issue in source.issues] + files.issues,
+            files.stats,
+            fingerprint=key,
+            params=params or {},
+            inputs=[str(p) for source in sources for p in source.input_files],
+            images_stored=len(files.files),
+            images_bytes=sum(path.stat().st_size for path in files.files.values()),
+        )
+        report = _timed(report, start, records_done, load_seconds)
+        report = save_atomically(
+            files, out_dir, report, not config.progress, files.files, not config.copy_images
+        )
+    finally:
+        files.discard()
+    return BuildResult(Deferred(lambda: _load(out_dir, config)), out_dir, {**report, "cache": "built"})
 
 
 def _load(out_dir: Path, config: BuildConfig) -> Any:
@@ -168,7 +172,9 @@ def _reusable(out_dir: str | Path, key: str, config: BuildConfig) -> BuildResult
         return None
     if config.strict and previous.get("skipped_total"):
         return None
-    return BuildResult(_load(Path(out_dir), config), Path(out_dir), {**previous, "cache": "reused"})
+    return BuildResult(
+        Deferred(lambda: _load(Path(out_dir), config)), Path(out_dir), {**previous, "cache": "reused"}
+    )
 
 
 def build(

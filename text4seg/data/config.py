@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,10 +94,38 @@ class BuildConfig:
         }
 
 
+class Deferred:
+    """A value made on first use: ``BuildResult(Deferred(load), ...)`` reads its dataset only when asked
+    (the command line never asks, and reading it imports `datasets`: 2 s of CPU)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+
+class _MadeOnUse:
+    """A dataclass field's descriptor: a `Deferred` stored in it is made, once, when first read."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:  # read on the class: the field has no default
+            raise AttributeError(self.name)
+        value = obj.__dict__[self.slot]
+        if isinstance(value, Deferred):
+            value = obj.__dict__[self.slot] = value.make()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class BuildResult:
-    """The built (or reused) dataset, where it is, and the build report."""
+    """The built (or reused) dataset, where it is, and the build report. A build gives ``dataset`` as a
+    `Deferred`: it is read from ``out_dir`` the first time ``result.dataset`` is used."""
 
-    dataset: DatasetDict
+    dataset: DatasetDict = _MadeOnUse()  # type: ignore[assignment]
     out_dir: Path
     report: dict[str, Any] = field(default_factory=dict)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -133,7 +134,11 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
 
 @contextmanager
 def quiet_datasets(quiet: bool) -> Iterator[None]:
-    """Silence the `datasets` progress bars while saving when ``quiet``."""
+    """Silence the `datasets` progress bars while saving when ``quiet`` (nothing to do, and nothing
+    imported, when `datasets` is not loaded: a build writes its Arrow files without it)."""
+    if "datasets" not in sys.modules:
+        yield
+        return
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     was_disabled = are_progress_bars_disabled()

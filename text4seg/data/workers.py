@@ -46,21 +46,34 @@ def ordered_map(
             yield from run_chunk(chunk)
         return
     size = max(1, min(32, len(items) // (num_proc * 8)))
+    for results in chunk_map(run_chunk, items, num_proc, size, what):
+        yield from results
+
+
+def chunk_map(
+    run_chunk: Callable[[list[T]], R], items: Sequence[T], num_proc: int, size: int, what: str = "items"
+) -> Iterator[R]:
+    """``run_chunk`` over consecutive chunks of ``size`` items in ``num_proc`` processes (in this one
+    when 1), yielding each chunk's result in input order. A worker that dies raises `BuildError` naming
+    ``what``; an exception raised by ``run_chunk`` is raised here as is."""
     chunks = _chunks(items, size)
+    if num_proc <= 1 or len(items) <= size:
+        yield from map(run_chunk, chunks)
+        return
     pool = ProcessPoolExecutor(num_proc, mp_context=_context())
     window: deque[Future] = deque()
     try:
         for chunk in chunks:
             window.append(pool.submit(run_chunk, chunk))
             if len(window) >= num_proc * IN_FLIGHT_PER_PROCESS:
-                yield from _result(window.popleft(), what)
+                yield _result(window.popleft(), what)
         while window:
-            yield from _result(window.popleft(), what)
+            yield _result(window.popleft(), what)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _result(future: Future, what: str) -> list:
+def _result(future: Future, what: str) -> R:
     try:
         return future.result()
     except BrokenProcessPool:
