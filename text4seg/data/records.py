@@ -4,13 +4,12 @@ Work is split by image: each annotation an image needs is checked and kept as co
 (`text4seg.data.masks`), and each distinct target set is merged in RLE space and decoded once, shared
 by every record of that image with the same targets (e.g. all sentences of a ref). Only the masks of
 one record's labels are full size at any time, however many annotations the image has. Template
-choices draw from ``rng([seed, crc32(record id)])``, so records do not depend on which process made
-them.
+choices draw from ``default_rng([seed, crc32(record id)])``'s stream (`text4seg.data.seeded`), so records
+do not depend on which process made them.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from .config import IMAGES_FOLDER, BuildConfig
 from .image_files import ImageFileProblem, check_image
 from .issues import Issue, IssueLog
 from .masks import BadAnnotation, merged_mask, rle_box, sample_rle, segmentation_rle, union_rle
+from .seeded import record_rng
 
 ImageResult = tuple[list[dict], list[Issue], Counter]
 """What building one image gives: its records, the issues met, counters."""
@@ -177,7 +177,7 @@ def _record(job: ImageJob, path: Path, spec: RecordSpec, geometry: _Geometry, st
         stats["target_lost_in_grid"] += 1
     if not any(present):
         stats["no_target"] += 1
-    rng = np.random.default_rng([job.config.seed, zlib.crc32(spec.id.encode("utf-8"))])
+    rng = record_rng(job.config.seed, spec.id)
     turn = templates.render(rng, spec.task, spec.variant, spec.expression, spec.targets, present)
     question = [{"type": "image", "text": None}, {"type": "text", "text": turn.question}]
     answer = [{"type": "text", "text": format_answer(turn.answer, text, fmt)}]
