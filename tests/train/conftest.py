@@ -1,19 +1,17 @@
-"""Shared fixtures for the training tests (tiny models, records made in the RECORDS.md schema)."""
+"""Shared fixtures for the training tests (tiny models; records made by the real builder)."""
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
+from support.records import record_list
 
-sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from train_records import make_records  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def records() -> list[dict]:
-    return make_records(6)
+    """Six referring records as `text4seg build refcoco` makes them (8×8 grid, 32 px images: the tiny
+    models' size; `support.records`)."""
+    return record_list(6)

@@ -7,9 +7,8 @@ import json
 from collections import Counter
 
 import pytest
-from train_records import make_records
+from support.records import record_list
 
-import text4seg as t4s
 from text4seg.models.tiny import build_tiny
 from text4seg.protocol.asking import Asking
 from text4seg.train import config_from_dict, train
@@ -17,14 +16,17 @@ from text4seg.train.data import DataError, load_data, load_datasets
 
 
 def _folder(tmp_path, name, seed, n=6, grid=8):
-    """A `text4seg build`-like folder: train split of n-2 records, val split of 2."""
+    """A folder of n built records (`support.records`): train split of n-2 records, val split of 2."""
     from datasets import Dataset, DatasetDict
 
-    recs = make_records(n, seed=seed, grid_fmt=t4s.TEXT4SEG.with_grid(grid))
+    from text4seg.protocol.records import record_features
+
+    recs = record_list(n, seed=seed, grid=grid)
+    splits = {"train": recs[:-2], "val": recs[-2:]}
     folder = tmp_path / name
-    DatasetDict({"train": Dataset.from_list(recs[:-2]), "val": Dataset.from_list(recs[-2:])}).save_to_disk(
-        folder
-    )
+    DatasetDict(
+        {k: Dataset.from_list(v, features=record_features()) for k, v in splits.items()}
+    ).save_to_disk(folder)
     return str(folder)
 
 
@@ -179,7 +181,7 @@ def test_streaming_needs_max_steps_and_streams_one_folder_of_data_path(tmp_path)
         _config(tmp_path, {"path": "x", "streaming": True}, max_steps=None)
     folder = _folder(tmp_path, "ref", 1)
     streamed, evals = load_datasets(_config(tmp_path, {"path": folder, "streaming": True, "shards": 3}))
-    assert [r["id"] for r in streamed] == [f"synthetic/train/1/{i}" for i in range(4)]
+    assert [r["id"] for r in streamed] == [r["id"] for r in record_list(4, seed=1)]
     assert list(evals) == ["ref"] and len(evals["ref"]) == 2
 
 

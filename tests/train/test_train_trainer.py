@@ -37,14 +37,26 @@ def _vision_params(model):
     }
 
 
+LEARNING = {"optim": {"lr": 5e-3}, "loop": {"max_steps": 3}}
+"""Three steps on one batch at a learning rate every tiny model descends at. The first AdamW step moves each
+LoRA weight by about the rate, whatever its gradient's size: at 2e-2 tiny LLaVA overshoots (the loss of
+built records rose 6.429 -> 6.465 at the second step; of the earlier hand-made ones, 6.294 -> 6.731 at the
+fourth); at 1e-2 and 5e-3 it fell at every step on every pair of records tried."""
+
+
+def _descends(losses: list[float], steps: int) -> bool:
+    """`steps` finite losses of the same batch, each lower than the one before."""
+    finite = len(losses) == steps and all(math.isfinite(x) for x in losses)
+    return finite and all(b < a for a, b in zip(losses, losses[1:], strict=False))
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_each_arch_learns_with_lora_and_spares_the_vision_tower(arch, records, tmp_path):
     model, processor = build_tiny(arch)
     before = _vision_params(model)
     assert before
-    result = train(_config(tmp_path), train_dataset=records[:2], model=model, processor=processor)
-    assert len(result.losses) == 2 and all(math.isfinite(x) for x in result.losses)
-    assert result.losses[1] < result.losses[0]  # same batch twice: the step must help
+    result = train(_config(tmp_path, **LEARNING), train_dataset=records[:2], model=model, processor=processor)
+    assert _descends(result.losses, 3), result.losses  # the same batch each step: every step must help
     after = _vision_params(model)
     assert set(after) == set(before)
     for name, value in before.items():
@@ -222,11 +234,12 @@ def test_lr_schedule_by_wall_clock():
 
 
 def test_runs_with_other_mixed_precision_in_one_process(records, tmp_path):
-    first = train(_config(tmp_path / "a", model={"name_or_path": "tiny:llava"}), train_dataset=records[:2])
-    cfg = _config(tmp_path / "b", model={"name_or_path": "tiny:llava"}, loop={"mixed_precision": "bf16"})
+    llava = {"model": {"name_or_path": "tiny:llava"}, "optim": LEARNING["optim"]}
+    first = train(_config(tmp_path / "a", **llava), train_dataset=records[:2])
+    cfg = _config(tmp_path / "b", **llava, loop={**LEARNING["loop"], "mixed_precision": "bf16"})
     second = train(cfg, train_dataset=records[:2])  # autocast to bf16 on the CPU
     assert second.losses[0] == pytest.approx(first.losses[0], rel=1e-2)
-    assert second.losses[1] < second.losses[0]
+    assert _descends(second.losses, 3), second.losses
 
 
 @pytest.mark.slow
@@ -250,11 +263,11 @@ def test_sigkill_mid_run_then_resume_matches(records, tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(
         "import sys, time\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from train_records import make_records\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+        "from support.records import record_list\n"
         "from text4seg.train import config_from_dict, train\n"
         f"cfg = config_from_dict({common!r}, ['output.dir={run / 'run'}'])\n"
-        "train(cfg, train_dataset=make_records(6), callbacks=[lambda r: time.sleep(0.3)])\n"
+        "train(cfg, train_dataset=record_list(6), callbacks=[lambda r: time.sleep(0.3)])\n"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.Popen(
