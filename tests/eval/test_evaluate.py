@@ -208,6 +208,31 @@ def test_open_vocabulary_semantic_evaluation_asks_every_class_and_leaves_ignored
         evaluate(ClassListOracle(data), data, task="semantic", classes=["floor", "sky"], progress=False)
 
 
+class _HalfSky:
+    """Answers every image with background on its left half and "sky" on its right half (columns >= 16)."""
+
+    def segment(self, image, query):
+        from eval_records import FakeResult
+
+        label_map = np.zeros((image.height, image.width), dtype=np.int32)
+        label_map[:, 16:] = query.index("sky") + 1
+        return FakeResult(label_map > 0, label_map, label_map[::3, ::4], ["others", *query])
+
+
+def test_semantic_pixel_accuracy_and_foreground_miou_are_the_hand_counted_ones(labelmap_data):
+    """The 3 maps (22 scored rows × 32 columns): a = wall | sky from column 16, b = sky | floor from
+    column 17, c = floor. Half-sky answers: sky TP = 22·(16 + 1), union 22·(33 + 48 − 17) -> 17/64; wall,
+    floor and the background (predicted, never true) 0. mIoU = 17/64 / 4, without the background
+    17/64 / 3; pixel accuracy 17/96."""
+    report = evaluate(_HalfSky(), labelmap_data, task="semantic", progress=False)
+    coarse = report.metrics["semantic"]["coarse"]
+    assert coarse["per_class_iou"] == {"others": 0.0, "floor": 0.0, "sky": 17 / 64, "wall": 0.0}
+    assert coarse["mIoU"] == pytest.approx(17 / 64 / 4)
+    assert coarse["mIoU_fg"] == pytest.approx(17 / 64 / 3)
+    assert coarse["pixel_acc"] == pytest.approx(17 / 96)
+    assert coarse["per_class"]["sky"]["acc"] == pytest.approx(17 / 33)
+
+
 def test_semantic_task_skips_the_other_records(records):
     from eval_records import ClassListOracle
 
