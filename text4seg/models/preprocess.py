@@ -13,6 +13,13 @@ hides; `hidden_share` runs them all.
 - `"pad"`: pad to a square with the mean colour first (LLaVA's own `expand2square`), then resize;
 - `"crop"`: keep the stock preprocessing, with a warning naming what is lost.
 
+Why squash is the default (bench/results/visible.md, tiny LLaVA trained 150 steps per mode on 4:3 synthetic
+referring records): the learned scores did not tell the modes apart (all-background answers, gIoU 0 for all
+three), so geometry decides. Crop kept 89% of a target's pixels in view and left 9.5% of targets mostly
+unseen; squash and pad show every pixel, but pad spends a quarter of a 4:3 image's tokens on padding and
+maps the descriptor onto a band of the input, while squash uses every token and lines the square patch
+grid up with the square descriptor grid.
+
 The choice is stored on the image processor (`text4seg_visible` in preprocessor_config.json), so a processor
 saved beside a model reloads the same way. Processors that hide nothing (Qwen-VL's dynamic resolution,
 SigLIP/Gemma 3/InternVL square resizes, Idefics3 tiles) are left as they are.
