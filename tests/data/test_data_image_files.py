@@ -77,6 +77,28 @@ def test_locate_image_names_the_file_as_given(tmp_path):
         locate_image(tmp_path / "images", "nul\x00.jpg")
 
 
+def test_located_paths_are_what_resolve_gives_whatever_the_route(tmp_path):
+    root, outside = tmp_path / "images", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    for folder in (root, root / "sub", outside):
+        (folder / "a.jpg").write_bytes(b"x")
+    (root / "inner_link").symlink_to(root / "sub")  # a link that stays inside is followed
+    (root / "outer_link").symlink_to(outside)
+    (root / "sub" / "file_link.jpg").symlink_to(outside / "a.jpg")
+    inside = ["a.jpg", "sub/a.jpg", "./sub//a.jpg", "inner_link/a.jpg", "sub/../a.jpg"]
+    for name in inside:
+        for resolved in (False, True):
+            given = root.resolve() if resolved else root
+            assert locate_image(given, name, root_resolved=resolved) == (root / name).resolve(), name
+    for name in ("outer_link/a.jpg", "sub/file_link.jpg", "sub/../../outside/a.jpg"):
+        with pytest.raises(ImageFileProblem, match="image_outside_root"):
+            locate_image(root, name)
+    for name in ("sub", "sub/", "missing/a.jpg"):
+        with pytest.raises(ImageFileProblem, match="missing_image_file"):
+            locate_image(root, name)
+
+
 def test_size_is_the_upright_size(tmp_path):
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()

@@ -113,7 +113,7 @@ def _note_files(out: ChunkOutput, job: ImageJob, records: list[dict]) -> None:
     """With ``image_store="folder"``: which source file goes to the records' image path."""
     if job.config.image_store == "folder" and records:
         relative = records[0]["images"][0]
-        out.files.setdefault(relative, str(job.image_root.resolve() / relative.split("/", 1)[1]))
+        out.files.setdefault(relative, str(job.image_root / relative.split("/", 1)[1]))
 
 
 def build_chunk(jobs: list[ImageJob]) -> ChunkOutput:

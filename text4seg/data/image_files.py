@@ -10,8 +10,9 @@ orientation rule), refusing images over `MAX_IMAGE_PIXELS` before anything is de
 from __future__ import annotations
 
 import os
+import stat
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
@@ -30,11 +31,15 @@ class ImageFileProblem(ValueError):
         self.detail = detail
 
 
-def locate_image(root: Path, file_name: str) -> Path:
+def locate_image(root: Path, file_name: str, *, root_resolved: bool = False) -> Path:
     """The resolved path of ``file_name`` under ``root``; `ImageFileProblem` if it leaves the root or is
-    not a file. Messages name ``file_name`` as given, not the path tried."""
+    not a file. Messages name ``file_name`` as given, not the path tried. ``root_resolved``: the caller
+    passes ``root.resolve()`` (a build resolves it once, not once per image)."""
     try:
-        root = root.resolve()
+        root = root if root_resolved else root.resolve()
+        fast = _plain_file_under(root, file_name)
+        if fast is not None:
+            return fast
         path = (root / file_name).resolve()
     except (OSError, ValueError, RuntimeError) as err:  # null bytes, symlink loops
         raise ImageFileProblem("bad_image_path", f"file_name {file_name!r}: {err}") from None
@@ -47,6 +52,25 @@ def locate_image(root: Path, file_name: str) -> Path:
             "missing_image_file", f"file_name {file_name!r} is not a file in the image folder"
         )
     return path
+
+
+def _plain_file_under(root: Path, file_name: str) -> Path | None:
+    """``root / file_name`` when that is a regular file reached through no symlink and no ``..`` (so it
+    is what ``resolve()`` gives, inside ``root``), found with one ``lstat`` per part of ``file_name``
+    instead of one per part of the whole path; None when ``resolve()`` must decide (or say what is wrong)."""
+    parts = PurePosixPath(file_name).parts
+    if os.name != "posix" or not parts or parts[0] == "/" or ".." in parts or "\0" in file_name:
+        return None
+    path = str(root).rstrip("/")
+    for part in parts:
+        path = f"{path}/{part}"
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return None
+    return Path(path) if stat.S_ISREG(mode) else None
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -114,10 +138,11 @@ def upright_size(path: Path, file_name: str) -> tuple[int, int]:
     return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
-def check_image(root: Path, file_name: str, width: int, height: int) -> Path:
+def check_image(root: Path, file_name: str, width: int, height: int, *, root_resolved: bool = False) -> Path:
     """The resolved path of an image whose upright size is ``width`` x ``height``; `ImageFileProblem`
-    otherwise (outside the root, missing, unreadable, over `MAX_IMAGE_PIXELS`, another size)."""
-    path = locate_image(root, file_name)
+    otherwise (outside the root, missing, unreadable, over `MAX_IMAGE_PIXELS`, another size).
+    ``root_resolved`` as for `locate_image`."""
+    path = locate_image(root, file_name, root_resolved=root_resolved)
     size = upright_size(path, file_name)
     if size != (width, height):
         raise ImageFileProblem(

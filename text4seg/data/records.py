@@ -37,7 +37,7 @@ class ImageJob:
     """One image and everything needed to write its records (sent to a worker process as is)."""
 
     image: ImageInfo
-    image_root: Path
+    image_root: Path  # resolved
     annotations: dict[int, dict]
     specs: list[RecordSpec]
     ann_file: str
@@ -51,13 +51,14 @@ def image_jobs(source: Source, config: BuildConfig) -> list[ImageJob]:
     for spec in source.specs:
         by_image.setdefault(spec.image_id, []).append(spec)
     jobs = []
+    root = source.image_root.resolve()
     for image_id in sorted(by_image):
         specs = by_image[image_id]
         needed = sorted({a for spec in specs for a in spec.ann_ids})
         jobs.append(
             ImageJob(
                 image=source.images[image_id],
-                image_root=source.image_root,
+                image_root=root,
                 annotations={a: source.annotations[a] for a in needed},
                 specs=specs,
                 ann_file=str(source.ann_file),
@@ -165,7 +166,7 @@ def _image_value(job: ImageJob, path: Path) -> str | dict:
         return {"path": str(path), "bytes": None}
     if store == "paths":
         return str(path)
-    return f"{IMAGES_FOLDER}/{path.relative_to(job.image_root.resolve()).as_posix()}"
+    return f"{IMAGES_FOLDER}/{path.relative_to(job.image_root).as_posix()}"
 
 
 def _record(job: ImageJob, path: Path, spec: RecordSpec, geometry: _Geometry, stats: Counter) -> dict:
@@ -234,7 +235,7 @@ def build_image(job: ImageJob) -> ImageResult:
     stats: Counter = Counter()
     image = job.image
     try:
-        path = check_image(job.image_root, image.file_name, image.width, image.height)
+        path = check_image(job.image_root, image.file_name, image.width, image.height, root_resolved=True)
     except ImageFileProblem as err:
         for spec in job.specs:
             log.add(spec.id, err.reason, f"image {image.id}: {err.detail}", job.ann_file)
