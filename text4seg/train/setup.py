@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from text4seg.models.unwrap import base_parameter_name
 
+from .clock import RunClock
 from .config import TrainConfig
 
 PARTS = ("language", "projector", "vision")
@@ -176,14 +176,15 @@ def lr_lambda(
     return factor
 
 
-def time_fraction_since(config: TrainConfig, started: float) -> Callable[[], float] | None:
-    """The spent fraction of `loop.max_minutes` (for `optim.schedule_by: time`), else None."""
+def time_fraction_since(config: TrainConfig, clock: RunClock) -> Callable[[], float] | None:
+    """The spent fraction of `loop.max_minutes` at the clock's last tick (for `optim.schedule_by: time`),
+    else None; every process reads the same fraction (`train.clock`)."""
     if config.optim.schedule_by != "time":
         return None
     if config.loop.max_minutes is None:
         raise ValueError("optim.schedule_by=time needs loop.max_minutes")
     budget = config.loop.max_minutes * 60
-    return lambda: (time.monotonic() - started) / budget
+    return lambda: clock.elapsed / budget
 
 
 def build_scheduler(

@@ -35,6 +35,7 @@ from .checkpoints import (
     save_checkpoint,
     trainable_state_hook,
 )
+from .clock import RunClock
 from .config import TrainConfig
 from .data import DataError, EpochSampler, build_loaders, is_stream, load_data, load_datasets, run_length
 from .final import export_model, save_final
@@ -78,6 +79,7 @@ def _setup(config: TrainConfig, model: Any, processor: Any, data: tuple[Any, Any
 
     out, started = Path(config.output.dir), time.monotonic()
     acc = make_accelerator(config, out)
+    clock = RunClock(acc, started)
     base_name = adapter_base(acc, model, processor, config, out)
     model, groups = prepare_model(model, config)
     model.train()
@@ -88,7 +90,7 @@ def _setup(config: TrainConfig, model: Any, processor: Any, data: tuple[Any, Any
     size = None if is_stream(data[0]) else len(data[0])
     per_process_batches, total_steps = run_length(config, size, acc.num_processes)
     optimizer = build_optimizer(groups, config)
-    time_fraction = time_fraction_since(config, started)
+    time_fraction = time_fraction_since(config, clock)
     scheduler = build_scheduler(optimizer, config, total_steps, time_fraction)
     lora = config.finetune.method == "lora"
     trainable_state_hook(acc, lora and acc.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU"))
@@ -103,7 +105,7 @@ def _setup(config: TrainConfig, model: Any, processor: Any, data: tuple[Any, Any
     return Run(
         config=config, out=out, accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler,
         train_loader=train_loader, eval_loader=eval_loader, sampler=sampler,
-        per_process_batches=per_process_batches, total_steps=total_steps, started=started,
+        per_process_batches=per_process_batches, total_steps=total_steps, started=started, clock=clock,
         by_time=time_fraction is not None, save=save, processor=processor, base_name=base_name,
         asking=asking, parameters=(sum(p.numel() for ps in groups.values() for p in ps), _count(model)),
     )  # fmt: skip
