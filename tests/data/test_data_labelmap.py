@@ -252,3 +252,13 @@ def test_the_build_command_takes_the_image_store_flags(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "paths"), "--image-store", "paths", "--crop", "0.5"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "no file to point to" in err and "Traceback" not in err
+
+
+def test_two_sets_naming_different_images_alike_are_refused_not_mixed_up(tmp_path):
+    from text4seg.data.labelmap import build_labelmaps
+
+    first = write_preset("ade20k", tmp_path / "one", "val", {"same": label_values(0, [1, 3], 0)})
+    second = write_preset("ade20k", tmp_path / "two", "train", {"same": label_values(1, [1, 4], 0)})
+    with pytest.raises(LabelMapError, match="images/same.jpg would hold both .*one.* and .*two"):
+        build_labelmaps([first, second], OPT, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no build, no leftover crops folder
