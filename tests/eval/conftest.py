@@ -1,15 +1,17 @@
-"""Fixtures for the evaluation tests (helpers live in eval_records.py)."""
+"""Fixtures for the evaluation tests: records made by the real builder (`support.records`); the oracle
+segmenters live in eval_records.py."""
 
 from __future__ import annotations
 
 import datasets
 import pytest
-from eval_records import make_records
+from support.records import evaluation_split
 
 
 @pytest.fixture(scope="session")
 def records():
-    return make_records()
+    """The ``val`` records of three synthetic images: referring (gRefCOCO) and semantic."""
+    return evaluation_split()
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +23,7 @@ def saved(tmp_path_factory):
     model, processor = build_tiny("qwen2_5_vl")
     model.save_pretrained(root / "model")
     processor.save_pretrained(root / "model")
-    datasets.DatasetDict({"val": make_records(n_images=2)}).save_to_disk(str(root / "data"))
+    datasets.DatasetDict({"val": evaluation_split(2)}).save_to_disk(str(root / "data"))
     return root
 
 

@@ -1,4 +1,5 @@
-"""Test helpers: ground-truth records in the RECORDS.md schema (from the synthetic shapes) and oracle segmenters.
+"""Oracle segmenters for the evaluation tests: they answer from the records' ground truth, so the scores
+they should get are known (the records come from `support.records`).
 
 A uniquely named module (not conftest) so that test files can import it beside other areas' conftests.
 """
@@ -7,92 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import datasets
 import numpy as np
-from PIL import Image
 
 import text4seg as t4s
-from text4seg.data import iter_samples
-from text4seg.protocol.records import encode_counts, query_of, record_features
-
-FEATURES = record_features()
-"""The one record schema (`text4seg.protocol.records.record_features`)."""
-
-
-def _record(rid, image, task, expression, labels, masks, dataset, image_id):
-    union = np.zeros(image.shape[:2], dtype=bool)
-    for m in masks:
-        union |= m
-    box = t4s.mask_to_box(union)
-    grid_text = t4s.encode_label_map(
-        sum((k + 1) * m.astype(np.int32) for k, m in enumerate(masks)) if masks else union.astype(np.int32),
-        labels,
-    )
-    return {
-        "id": rid,
-        "images": [Image.fromarray(image)],
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image", "text": None},
-                    {"type": "text", "text": f"Segment {expression}."},
-                ],
-            },
-            {
-                "role": "assistant",
-                "content": [{"type": "text", "text": t4s.format_answer("Here it is.", grid_text)}],
-            },
-        ],
-        "task": task,
-        "expression": expression,
-        "labels": labels,
-        "grid": [16, 16],
-        "width": image.shape[1],
-        "height": image.shape[0],
-        "masks": [encode_counts(m) for m in masks],
-        "box": [float(v) for v in box] if box is not None else [],
-        "ignore": "",
-        "source": {
-            "dataset": dataset,
-            "split": "val",
-            "image_id": image_id,
-            "ann_ids": [],
-            "ref_id": -1,
-            "sent_id": -1,
-            "file_name": f"{image_id}.png",
-        },
-    }
-
-
-def make_records(n_images: int = 3, size: int = 48, semantic: bool = True, seed: int = 0) -> datasets.Dataset:
-    """Refer records (single, multi and no-target: dataset `grefcoco`) and, optionally, semantic ones."""
-    rows = []
-    for i, sample in enumerate(iter_samples(n_images, seed=seed, image_size=size)):
-        for j, expr in enumerate(sample.expressions):
-            mask = sample.mask(expr)
-            labels = ["others", expr.sentences[0]]
-            rows.append(
-                _record(
-                    f"syn/{i}/{j}", sample.image, "refer", expr.sentences[0], labels, [mask], "grefcoco", i
-                )
-            )
-        if semantic:
-            kinds = sorted({s.kind for s in sample.shapes})
-            masks = [np.logical_or.reduce([s.mask for s in sample.shapes if s.kind == k]) for k in kinds]
-            rows.append(
-                _record(
-                    f"syn/{i}/sem",
-                    sample.image,
-                    "semantic",
-                    ", ".join(kinds),
-                    ["others", *kinds],
-                    masks,
-                    "shapes",
-                    i,
-                )
-            )
-    return datasets.Dataset.from_list(rows, features=FEATURES)
+from text4seg.protocol.records import query_of
 
 
 @dataclass

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from eval_records import OracleSegmenter, make_records
+from eval_records import OracleSegmenter
+from support.records import evaluation_split
 
 from text4seg.eval.calibrate import calibrate_background_bias
 
@@ -21,7 +22,7 @@ class BiasedOracle(OracleSegmenter):
 
 
 def test_the_best_bias_is_chosen_and_set():
-    records = make_records(semantic=False).filter(lambda r: r["task"] == "refer")
+    records = evaluation_split(semantic=False)
     oracle = BiasedOracle(records, good=2.0)
     calibration = calibrate_background_bias(oracle, records, (0.0, 1.0, 2.0, 3.0))
     assert calibration.bias == 2.0 and oracle.background_bias == 2.0
@@ -31,7 +32,7 @@ def test_the_best_bias_is_chosen_and_set():
 
 
 def test_ties_keep_the_smallest_bias_and_empty_choices_are_refused():
-    records = make_records(semantic=False).filter(lambda r: r["task"] == "refer")
+    records = evaluation_split(semantic=False)
     oracle = OracleSegmenter(records)
     oracle.background_bias = 0.0
     assert calibrate_background_bias(oracle, records, (3.0, 0.0, 1.0)).bias == 0.0
@@ -40,7 +41,7 @@ def test_ties_keep_the_smallest_bias_and_empty_choices_are_refused():
 
 
 def test_the_default_search_walks_up_and_stops_past_the_best():
-    records = make_records(semantic=False).filter(lambda r: r["task"] == "refer")
+    records = evaluation_split(semantic=False)
     oracle = BiasedOracle(records, good=3.0)
     calibration = calibrate_background_bias(oracle, records)
     assert calibration.bias == 3.0 and list(calibration.scores) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
