@@ -68,22 +68,37 @@ MAX_DEPTH = 64
 """Deepest nesting of containers accepted (RefCOCO refs are four deep)."""
 
 
+_PLAIN = frozenset({str, int, float, bool, complex, type(None)})
+"""Leaf types kept as they are (checked by exact type, without a call per leaf)."""
+
+
 class _Normaliser:
     """Decodes UTF-8 bytes to str (keys and values), keeping undecodable bytes as bytes, while counting
-    the objects built against a budget and the nesting depth against `MAX_DEPTH`."""
+    the objects built against a budget and the nesting depth against `MAX_DEPTH`. A container's
+    children are counted when it is reached, before it is rebuilt, and plain leaves are copied inline:
+    refs files are mostly strings and numbers, and a call per leaf was most of the reading time."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.built = 0
         self.texts: dict[int, Any] = {}  # one decoded str per bytes object, however often it is referenced
 
-    def __call__(self, obj: Any, depth: int = 0) -> Any:
-        self.built += 1
+    def _count(self, n: int) -> None:
+        self.built += n
         if self.built > self.budget:
             raise UnsafePickleError(
                 f"the data expands to more than {self.budget:,} objects, far more than the file's size "
                 "allows for plain data (shared references repeated many times)"
             )
+
+    def __call__(self, obj: Any, depth: int = 0) -> Any:
+        self._count(1)
+        return self._value(obj, depth)
+
+    def _value(self, obj: Any, depth: int) -> Any:
+        """``obj`` normalised; ``obj`` itself was counted already."""
+        if type(obj) in _PLAIN:
+            return obj
         if isinstance(obj, bytes):
             if id(obj) not in self.texts:
                 try:
@@ -95,9 +110,14 @@ class _Normaliser:
             return obj
         if depth >= MAX_DEPTH:
             raise UnsafePickleError(f"containers nested more than {MAX_DEPTH} deep (or a cycle)")
+        self._count(2 * len(obj) if isinstance(obj, dict) else len(obj))
+        value, plain, inner = self._value, _PLAIN, depth + 1
         if isinstance(obj, dict):
-            return {self(k, depth + 1): self(v, depth + 1) for k, v in obj.items()}
-        return type(obj)(self(v, depth + 1) for v in obj)
+            return {
+                (k if type(k) in plain else value(k, inner)): (v if type(v) in plain else value(v, inner))
+                for k, v in obj.items()
+            }
+        return type(obj)(v if type(v) in plain else value(v, inner) for v in obj)
 
 
 def loads_pickle(data: bytes, name: str = "<bytes>") -> Any:
