@@ -115,3 +115,20 @@ def test_a_build_does_not_import_datasets_until_its_records_are_read(synth, tmp_
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_build_command_converts_records_without_importing_pandas(synth, tmp_path):
+    script = (
+        "import sys\n"
+        "from text4seg.data.arrow_files import pyarrow_without_pandas\n"
+        "from text4seg.data.build import BuildConfig, build\n"
+        "pyarrow_without_pandas()\n"
+        f"build('refcoco', {str(synth.refs)!r}, {str(synth.images)!r}, {str(tmp_path / 'out')!r},"
+        " BuildConfig(progress=False))\n"
+        "assert 'pandas' not in sys.modules, 'imported by the build'\n"
+        "import pandas, pyarrow\n"  # pandas still works with pyarrow afterwards
+        "table = pyarrow.Table.from_pandas(pandas.DataFrame({'a': [1.0, None]}))\n"
+        "assert table.column('a').null_count == 1 and table.to_pandas()['a'].isna().sum() == 1\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

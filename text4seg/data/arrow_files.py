@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -55,6 +56,33 @@ def arrow_type(spec: dict[str, Any]) -> Any:
     if kind is None:
         return pa.struct({name: arrow_type(sub) for name, sub in spec.items()})
     raise ValueError(f"no Arrow type for feature {spec!r}")
+
+
+class _NoPandas:
+    """A meta-path finder that refuses to import pandas."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas is not needed to write records")
+
+
+def pyarrow_without_pandas() -> None:
+    """Let pyarrow convert Python objects without importing pandas (about 1 s of CPU per process).
+
+    pyarrow imports pandas on its first conversion of Python objects, only to recognise pandas objects
+    among them; this makes that first attempt fail, so it never tries again (an explicit pandas call,
+    e.g. ``to_pandas``, still imports it). For processes that convert only records: build workers and
+    the `text4seg build` command, never a library caller's process. No-op once pandas is imported."""
+    import pyarrow as pa
+
+    if "pandas" in sys.modules:
+        return
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(blocker)
 
 
 @lru_cache(maxsize=2)

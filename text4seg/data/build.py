@@ -25,7 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .annotations import Source
-from .arrow_files import CHUNK_IMAGES, ChunkOutput, RecordFiles, build_chunk
+from .arrow_files import CHUNK_IMAGES, ChunkOutput, RecordFiles, build_chunk, pyarrow_without_pandas
 from .config import BuildConfig, BuildResult, Deferred
 from .export import to_llava_json
 from .issues import Issue
@@ -93,7 +93,8 @@ def iter_chunks(source: Source, config: BuildConfig) -> Iterator[ChunkOutput]:
     if one dies)."""
     jobs = image_jobs(source, config)
     size = max(1, min(CHUNK_IMAGES, len(jobs) // (config.num_proc * 8)))
-    chunks = chunk_map(build_chunk, jobs, config.num_proc, size, what=f"{source.dataset} images")
+    what = f"{source.dataset} images"
+    chunks = chunk_map(build_chunk, jobs, config.num_proc, size, what, initializer=pyarrow_without_pandas)
     with tqdm(
         total=len(jobs), desc=f"{source.dataset}: images", unit="img", disable=not config.progress
     ) as bar:

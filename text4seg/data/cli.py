@@ -173,7 +173,10 @@ def _export(result, args: argparse.Namespace, image_root: Path, path: Path | Non
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from .arrow_files import pyarrow_without_pandas
     from .build import build
+
+    pyarrow_without_pandas()  # this process writes records, and nothing that needs pandas
 
     try:
         result = build(
@@ -197,7 +200,10 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
+    from .arrow_files import pyarrow_without_pandas
     from .build import build
+
+    pyarrow_without_pandas()  # as in run_build
     from .synthetic import make_synthetic
 
     size = args.image_size[0] if len(args.image_size) == 1 else (args.image_size[0], args.image_size[1])

@@ -51,16 +51,22 @@ def ordered_map(
 
 
 def chunk_map(
-    run_chunk: Callable[[list[T]], R], items: Sequence[T], num_proc: int, size: int, what: str = "items"
+    run_chunk: Callable[[list[T]], R],
+    items: Sequence[T],
+    num_proc: int,
+    size: int,
+    what: str = "items",
+    initializer: Callable[[], None] | None = None,
 ) -> Iterator[R]:
     """``run_chunk`` over consecutive chunks of ``size`` items in ``num_proc`` processes (in this one
-    when 1), yielding each chunk's result in input order. A worker that dies raises `BuildError` naming
-    ``what``; an exception raised by ``run_chunk`` is raised here as is."""
+    when 1), yielding each chunk's result in input order; ``initializer`` runs first in each worker
+    process. A worker that dies raises `BuildError` naming ``what``; an exception raised by
+    ``run_chunk`` is raised here as is."""
     chunks = _chunks(items, size)
     if num_proc <= 1 or len(items) <= size:
         yield from map(run_chunk, chunks)
         return
-    pool = ProcessPoolExecutor(num_proc, mp_context=_context())
+    pool = ProcessPoolExecutor(num_proc, mp_context=_context(), initializer=initializer)
     window: deque[Future] = deque()
     try:
         for chunk in chunks:
