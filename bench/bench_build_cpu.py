@@ -1,10 +1,14 @@
 """CPU seconds per sentence: the bare serial script (bench/serial_script.py) against
-`text4seg build refcoco --image-paths --no-cache` with --num-proc 1 and 2, on a synthetic source.
+`text4seg build refcoco --image-paths --no-cache` with --num-proc 1 and 2 (and the default build, each
+image stored once, with --num-proc 1), on a synthetic source.
 
 Each command runs as a child of a fresh wrapper process, which reports the child's CPU time (user +
 sys, workers included: `resource.getrusage(RUSAGE_CHILDREN)`) and its peak resident memory (the
-largest of the build process and its workers, `ru_maxrss`). CPU time, not wall time: on a shared,
-loaded machine wall time measures the neighbours. Medians of ``--repeats`` runs.
+largest of the build process and its workers, `ru_maxrss`). CPU time is the figure: on a shared,
+loaded machine wall time measures the neighbours; wall time is printed too, with the 1-minute load
+average read before each run. Medians of ``--repeats`` runs. Afterwards the records of the builds are
+compared field for field (`datasets` tables: every column, every row): --num-proc 1 against 2, and
+against the older checkout's when ``--old-tree`` is given.
 
 Run: `.venv/bin/python bench/bench_build_cpu.py SOURCE_DIR [--repeats 3] [--old-tree DIR]`
 where SOURCE_DIR holds ``refs(unc).p``, ``instances.json`` and ``images/`` (as written by
@@ -28,25 +32,31 @@ HERE = Path(__file__).parent
 WORK = HERE / "_work" / "build_cpu"
 
 _WRAPPER = (
-    "import resource, subprocess, sys, json\n"
+    "import resource, subprocess, sys, json, time\n"
+    "start = time.perf_counter()\n"
     "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "wall = time.perf_counter() - start\n"
     "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-    "print(json.dumps([done.returncode, r.ru_utime + r.ru_stime, r.ru_maxrss]))\n"
+    "print(json.dumps([done.returncode, r.ru_utime + r.ru_stime, r.ru_maxrss, wall]))\n"
 )
 
 
-def measure(command: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float]:
-    """(CPU seconds, peak RSS in MiB) of ``command`` and every process it started."""
+def measure(
+    command: list[str], cwd: Path | None = None, env: dict | None = None
+) -> tuple[float, float, float, float]:
+    """(CPU seconds, peak RSS in MiB, wall seconds, 1-minute load average before) of ``command`` and
+    every process it started."""
+    load = os.getloadavg()[0]
     out = subprocess.run(
         [sys.executable, "-c", _WRAPPER, *command], capture_output=True, text=True, cwd=cwd, env=env
     )
-    code, cpu, rss_kib = json.loads(out.stdout.strip().splitlines()[-1])
+    code, cpu, rss_kib, wall = json.loads(out.stdout.strip().splitlines()[-1])
     if code:
         raise SystemExit(f"error: {' '.join(command)} exited with {code}: {out.stderr[-2000:]}")
-    return cpu, rss_kib / 1024
+    return cpu, rss_kib / 1024, wall, load
 
 
-def _build(source: Path, out: Path, num_proc: int) -> list[str]:
+def _build(source: Path, out: Path, num_proc: int, store: str = "paths") -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -59,7 +69,8 @@ def _build(source: Path, out: Path, num_proc: int) -> list[str]:
         str((source / "images").resolve()),
         "--out",
         str(out.resolve()),
-        "--image-paths",
+        "--image-store",
+        store,
         "--no-cache",
         "--num-proc",
         str(num_proc),
@@ -81,7 +92,30 @@ def _commands(source: Path, old_tree: Path | None) -> dict[str, tuple[list[str],
         commands["build, before (--num-proc 1)"] = (_build(source, WORK / "old1", 1), old_tree, env)
     commands["build --num-proc 1"] = (_build(source, WORK / "new1", 1), None, None)
     commands["build --num-proc 2"] = (_build(source, WORK / "new2", 2), None, None)
+    commands["build --num-proc 1, default store (images once, hard links)"] = (
+        _build(source, WORK / "folder1", 1, "folder"),
+        None,
+        None,
+    )
     return commands
+
+
+def _tables(folder: Path) -> dict:
+    from datasets import load_from_disk
+
+    return {split: data.data.table for split, data in load_from_disk(str(folder)).items()}
+
+
+def compare_records(first: Path, second: Path) -> int:
+    """How many records the builds in ``first`` and ``second`` hold, after checking that they hold the
+    same splits, schema and values (every column of every record); SystemExit naming the split if not."""
+    a, b = _tables(first), _tables(second)
+    if list(a) != list(b):
+        raise SystemExit(f"error: {first} and {second} hold different splits: {list(a)} vs {list(b)}")
+    for split in a:
+        if not (a[split].schema.equals(b[split].schema) and a[split].equals(b[split])):
+            raise SystemExit(f"error: the {split} records of {first} and {second} differ")
+    return sum(table.num_rows for table in a.values())
 
 
 def _sentences(source: Path) -> int:
@@ -99,27 +133,41 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     sentences = _sentences(args.source)
     commands = _commands(args.source, args.old_tree)
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    runs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in commands}
     for _ in range(args.repeats):  # interleaved, so a burst of load hits every command alike
         for name, (command, cwd, env) in commands.items():
             runs[name].append(measure(command, cwd, env))
+    pairs = [("new1", "new2")] + ([("old1", "new1")] if args.old_tree else [])
+    compared = {pair: compare_records(WORK / pair[0], WORK / pair[1]) for pair in pairs}
     shutil.rmtree(WORK, ignore_errors=True)
-    base = statistics.median(cpu for cpu, _ in runs["serial script"])
+    _print(runs, sentences, args.repeats, compared)
+
+
+def _print(runs: dict, sentences: int, repeats: int, compared: dict) -> None:
+    base = statistics.median(run[0] for run in runs["serial script"])
+    loads = [run[3] for values in runs.values() for run in values]
     print(
-        f"{sentences} sentences, medians of {args.repeats} (os.cpu_count() = {os.cpu_count()}, "
-        f"load average {os.getloadavg()[0]:.1f})\n"
+        f"{sentences} sentences, medians of {repeats} (os.cpu_count() = {os.cpu_count()}, 1-minute load "
+        f"average before the runs {min(loads):.1f}–{max(loads):.1f})\n"
     )
     print(
-        "| command | CPU s (user+sys), median | runs | CPU ms per sentence | vs serial script | peak RSS MiB |"
+        "| command | CPU s (user+sys), median | runs | CPU ms per sentence | vs serial script "
+        "| peak RSS MiB | wall s, median (load before) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, values in runs.items():
-        cpu = statistics.median(v for v, _ in values)
-        rss = max(r for _, r in values)
-        spread = ", ".join(f"{v:.2f}" for v, _ in values)
+        cpu = statistics.median(v[0] for v in values)
+        rss = max(v[1] for v in values)
+        wall = statistics.median(v[2] for v in values)
+        spread = ", ".join(f"{v[0]:.2f}" for v in values)
+        load = ", ".join(f"{v[3]:.1f}" for v in values)
         print(
-            f"| {name} | {cpu:.2f} | {spread} | {1000 * cpu / sentences:.3f} | {cpu / base:.2f}× | {rss:.0f} |"
+            f"| {name} | {cpu:.2f} | {spread} | {1000 * cpu / sentences:.3f} | {cpu / base:.2f}× | {rss:.0f} "
+            f"| {wall:.1f} ({load}) |"
         )
+    names = {"new1": "--num-proc 1", "new2": "--num-proc 2", "folder1": "default store", "old1": "before"}
+    for (a, b), count in compared.items():
+        print(f"\nrecords equal field for field, {names[a]} vs {names[b]}: {count}")
 
 
 if __name__ == "__main__":
