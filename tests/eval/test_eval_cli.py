@@ -170,12 +170,12 @@ def test_semantic_task_asks_the_whole_class_list_and_writes_the_per_class_table(
     classes = tmp_path / "classes.txt"
     classes.write_text("wall\nsky\n\nfloor\nceiling\n")
     argv = [str(saved / "model"), "--data", str(labelmap_data), "--task", "semantic", "--limit", "2"]
-    argv += ["--classes", str(classes), "--question-style", "pipe", "--out", str(out), "--quiet"]
+    argv += ["--classes", str(classes), "--question-style", "text4seg", "--out", str(out), "--quiet"]
     assert main(["evaluate", *argv, "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["info"]["classes"] == ["wall", "sky", "floor", "ceiling"]
-    assert report["info"]["task"] == "semantic" and report["info"]["question_style"] == "pipe"
+    assert report["info"]["task"] == "semantic" and report["info"]["question_style"] == "text4seg"
     table = report["metrics"]["semantic"]["coarse"]["per_class"]
     assert list(table) == ["others", "wall", "sky", "floor", "ceiling"]
     assert sum(row["gt_pixels"] for row in table.values()) == 2 * 22 * 32  # ignored border left out
@@ -204,9 +204,17 @@ def test_semantic_scores_of_two_processes_are_those_of_one(saved, labelmap_data,
     assert [line["index"] for line in lines] == [0, 1, 2]
 
 
-def test_class_options_need_the_semantic_task(saved, labelmap_data, capsys):
-    argv = ["evaluate", str(saved / "model"), "--data", str(labelmap_data), "--question-style", "pipe"]
-    _refused(argv, capsys, "--classes and --question-style go with --task semantic")
+def test_class_options_need_the_semantic_task(saved, labelmap_data, tmp_path, capsys):
+    (tmp_path / "classes.txt").write_text("sky\n")
+    argv = [
+        "evaluate",
+        str(saved / "model"),
+        "--data",
+        str(labelmap_data),
+        "--classes",
+        str(tmp_path / "classes.txt"),
+    ]
+    _refused(argv, capsys, "--classes goes with --task semantic")
     _refused(
         [
             "evaluate",
@@ -221,6 +229,22 @@ def test_class_options_need_the_semantic_task(saved, labelmap_data, capsys):
         capsys,
         "classes.txt",
     )
+
+
+def test_question_style_words_every_task(saved, tmp_path, capsys):
+    """--question-style is a model argument: referring records are asked in Text4Seg's wording too."""
+    from text4seg.protocol.templates import TEXT4SEG_REFER_QUESTION
+
+    out = tmp_path / "out"
+    argv = [str(saved / "model"), "--data", str(saved / "data"), "--task", "refer", "--limit", "2"]
+    argv += ["--batch-size", "2", "--question-style", "text4seg", "--out", str(out), "--quiet"]
+    assert main(["evaluate", *argv, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "report.json").read_text())["info"]["question_style"] == "text4seg"
+    lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(line["task"] in ("refer", "instance") for line in lines)
+    for line in lines:
+        assert line["question"] == TEXT4SEG_REFER_QUESTION.format(expression=line["query"])
 
 
 @pytest.mark.slow

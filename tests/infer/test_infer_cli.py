@@ -270,3 +270,110 @@ def test_predict_from_a_lora_checkpoint_folder(tiny_vlm, photo, tmp_path, capsys
     facts = json.loads(summary.read_text())
     assert facts["labels"] == ["others", "target"]  # the checkpoint's text4seg.json won over the base's
     assert t4s.decode(facts["text"], t4s.TEXT4SEG.with_grid(5), strict=True).grid.shape == (5, 5)
+
+
+# -- how the model is asked and shown the image: --question-style, --visible ---------------------------
+def test_model_argument_choices_are_the_packages():
+    from text4seg.infer import model_args
+    from text4seg.models.preprocess import VISIBLE_MODES
+    from text4seg.protocol.templates import QUESTION_STYLES
+
+    assert model_args.QUESTION_STYLES == QUESTION_STYLES
+    assert model_args.VISIBLE_MODES == VISIBLE_MODES
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_question_style_and_visible_parse_alike_for_both_commands(command, capsys):
+    from text4seg.cli import build_parser
+
+    parser = build_parser()
+    rest = ["IMAGE", "cat", "--out", "m.png"] if command == "predict" else ["--data", "DIR"]
+    args = parser.parse_args([command, "MODEL", *rest, "--question-style", "text4seg", "--visible", "pad"])
+    assert (args.question_style, args.visible) == ("text4seg", "pad")
+    args = parser.parse_args([command, "MODEL", *rest])
+    assert (args.question_style, args.visible) == (None, None)  # text4seg.json / the saved processor decide
+    assert capsys.readouterr().err == ""
+    for old, new in (("pipe", "text4seg"), ("list", "ours")):  # evaluate's older spellings
+        assert parser.parse_args([command, "MODEL", *rest, "--question-style", old]).question_style == new
+        warning = (
+            f"text4seg {command}: warning: --question-style {old} is deprecated; say --question-style {new}"
+        )
+        assert capsys.readouterr().err == warning + "\n"
+    for bad in (["--question-style", "plain"], ["--visible", "stretch"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "MODEL", *rest, *bad])
+        assert "invalid choice" in capsys.readouterr().err
+
+
+def test_predict_question_style_wins_over_text4seg_json(tiny_vlm, photo, tmp_path, capsys):
+    from text4seg.infer.segmenter import Segmenter
+    from text4seg.protocol.templates import TEXT4SEG_REFER_QUESTION
+
+    model, processor = tiny_vlm
+    path = tmp_path / "model"
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    (path / "text4seg.json").write_text('{"grid": [4, 4], "question": "Find {expression} here."}')
+    argv = [
+        "predict",
+        str(path),
+        str(photo),
+        "white horse",
+        "--out",
+        str(tmp_path / "m.png"),
+        "--device",
+        "cpu",
+    ]
+
+    def asked(*flags: str, expression: str = "white horse") -> str:
+        summary = tmp_path / "s.json"
+        assert main([*argv[:3], expression, *argv[4:], "--json", str(summary), *flags]) == 0
+        capsys.readouterr()
+        return json.loads(summary.read_text())["question"]
+
+    assert asked() == "Find white horse here."  # the saved question
+    text4seg_wording = TEXT4SEG_REFER_QUESTION.format(expression="white horse")
+    assert asked("--question-style", "text4seg") == text4seg_wording  # replaces the saved question
+    assert asked("--question-style", "text4seg", "--classes", expression="cat, dog") == "cat | dog"
+    (path / "text4seg.json").write_text('{"grid": [4, 4], "question_style": "text4seg"}')
+    assert asked() == text4seg_wording
+    ours = Segmenter(model, processor, constrained=False).query("white horse").question
+    assert asked("--question-style", "ours") == ours != text4seg_wording
+
+
+@pytest.fixture(scope="module")
+def cropping_model(tmp_path_factory):
+    """A tiny LLaVA whose processor was saved center-cropping (visible="crop"), as llava-hf's stock one."""
+    import warnings
+
+    from text4seg.models.tiny import build_tiny
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the crop warning, checked by the test below
+        model, processor = build_tiny("llava", visible="crop")
+    path = tmp_path_factory.mktemp("tiny_llava_crop")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def test_visible_overrides_the_saved_processor(cropping_model, photo, tmp_path, capsys):
+    from text4seg.infer.segmenter import Segmenter
+    from text4seg.models.preprocess import REFERENCE, hidden_share, visible_mode
+
+    def loaded(visible):
+        seg = Segmenter.from_pretrained(cropping_model, device="cpu", constrained=False, visible=visible)
+        return visible_mode(seg.processor), bool(hidden_share(seg.processor, *REFERENCE))
+
+    with pytest.warns(UserWarning, match="visible='crop'"):
+        assert loaded(None) == ("crop", True)  # as saved
+    assert loaded("squash") == ("squash", False)
+    assert loaded("pad") == ("pad", False)
+    argv = ["predict", str(cropping_model), str(photo), "cat", "--out", str(tmp_path / "m.png")]
+    argv += ["--grid", "4", "--device", "cpu"]
+    assert main([*argv, "--visible", "squash"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*argv, "--visible", "crop"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("text4seg predict: warning: visible='crop': center")
+    assert "image's width" in warnings[0] and "pixels it never sees" in warnings[0]

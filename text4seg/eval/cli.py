@@ -77,13 +77,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --task semantic: the class names to ask for, one a line (default: every class of the "
         "split's semantic records, background first then sorted)",
     )
-    p.add_argument(
-        "--question-style",
-        choices=("list", "pipe"),
-        default="list",
-        help="with --task semantic: list (the model's question template) or pipe (class names joined by "
-        "' | ', as Text4Seg asks)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -118,21 +111,20 @@ def _load_data(args: argparse.Namespace) -> Any:
     return data
 
 
-def _asked_classes(args: argparse.Namespace, data: Any) -> tuple[list[str] | None, str | None]:
-    """For --task semantic: the class list asked and the question override its style asks with
-    (ArgsError for --classes/--question-style without --task semantic, or a split with no semantic record)."""
-    from text4seg.eval.evaluate import class_question, read_class_file, semantic_classes
+def _asked_classes(args: argparse.Namespace, data: Any) -> list[str] | None:
+    """For --task semantic: the class list asked, worded by --question-style (ArgsError for --classes
+    without --task semantic, or a split with no semantic record)."""
+    from text4seg.eval.evaluate import read_class_file, semantic_classes
 
     if args.task != "semantic":
-        if args.classes is not None or args.question_style != "list":
-            raise ArgsError("--classes and --question-style go with --task semantic")
-        return None, None
+        if args.classes is not None:
+            raise ArgsError("--classes goes with --task semantic")
+        return None
     found = semantic_classes(data)
     if not found:
         raise ArgsError(f"split {args.split!r} of {args.data} has no semantic records (--task semantic)")
     classes = read_class_file(args.classes) if args.classes is not None else found[1:]
-    classes = [c for c in classes if c != found[0]]
-    return classes, class_question(classes, args.question_style)
+    return [c for c in classes if c != found[0]]
 
 
 def _data_grid(data: Any) -> tuple[int, int] | None:
@@ -149,11 +141,11 @@ def _run(args: argparse.Namespace) -> int:
         check_output_folder(args.out, "--out")
         saved = preflight(args)
         data = _load_data(args)
-        classes, question = _asked_classes(args, data)
+        classes = _asked_classes(args, data)
         grid = args.grid if args.grid is not None or "grid" in saved else _data_grid(data)
         device = _device(args.device)
         refiner = refiner_from_args(args, device)
-        segmenter = load_segmenter(args, grid=grid, device=device, question=question)
+        segmenter = load_segmenter(args, grid=grid, device=device, prog=PROG)
     except (ArgsError, OSError, KeyError, ValueError) as err:
         print(f"{PROG}: {one_line(err)}", file=sys.stderr)
         return 2
@@ -164,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         "grid": list(segmenter.fmt.grid),
         "constrained": args.constrained,
         "sam": sam_model(args),
-        **({"question_style": args.question_style} if args.task == "semantic" else {}),
+        "question_style": segmenter.question_style,
     }
     try:
         report = evaluate(

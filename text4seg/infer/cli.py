@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         target, image = _prepare(args)
         refiner = refiner_from_args(args, args.device)
         segmenter = load_segmenter(
-            args, grid=args.grid, device=args.device, refiner=refiner, upsample=args.upsample
+            args, grid=args.grid, device=args.device, refiner=refiner, upsample=args.upsample, prog=PROG
         )
         result = segmenter.segment(image, target)
     except (ArgsError, OSError, ValueError) as err:

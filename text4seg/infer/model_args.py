@@ -5,14 +5,17 @@ bad numbers while parsing, the checks that run before anything heavy (the model 
 saved text4seg.json, where outputs go), and one way to turn the flags into a `Segmenter` and an
 optional `SamRefiner`, so the commands cannot drift apart.
 
-Refinement takes one form in both commands: `--refine sam [--sam ID]` (`--refine none`, the default,
-refines nothing). The older `predict --refine ID` (a SAM model named directly) still works.
+Refinement takes one form in both commands: `--refine sam [--sam ID]` or `--refine light:PATH` (the
+light learned refiner saved by `text4seg train-refiner`); `--refine none`, the default, refines nothing.
+The older `predict --refine ID` (a SAM model named directly) still works.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,15 @@ DEFAULT_SAM = "facebook/sam-vit-base"
 """The SAM model `--refine sam` uses when `--sam` is not given."""
 REFINE_OFF = "none"
 REFINE_SAM = "sam"
+QUESTION_STYLES = ("ours", "text4seg")
+"""`--question-style` choices (`text4seg.protocol.templates.QUESTION_STYLES`, repeated here so that parsing
+imports nothing heavy; a test keeps them equal)."""
+QUESTION_STYLE_ALIASES = {"list": "ours", "pipe": "text4seg"}
+"""`evaluate --question-style` spellings from before the option was shared (deprecated, with a warning)."""
+VISIBLE_MODES = ("squash", "pad", "crop")
+"""`--visible` choices (`text4seg.models.preprocess.VISIBLE_MODES`; a test keeps them equal)."""
+REFINE_LIGHT = "light:"
+"""`--refine light:PATH`: the light learned refiner saved in the folder PATH."""
 
 
 class ArgsError(ValueError):
@@ -80,10 +92,25 @@ def fraction(text: str) -> float:
     return value
 
 
+class QuestionStyleAction(argparse.Action):
+    """Stores a `--question-style`, turning a deprecated alias into its name with a one-line warning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        style = QUESTION_STYLE_ALIASES.get(values, values)
+        if style != values:
+            print(
+                f"{parser.prog}: warning: {option_string} {values} is deprecated; "
+                f"say {option_string} {style}",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, style)
+
+
 # -- the options -----------------------------------------------------------------------------------
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Add MODEL, --adapter, decoding (--no-constrained, --no-jump-forward, --sentences, --target-label,
-    --background-bias), --dtype, --device and --trust-remote-code to `parser`."""
+    --background-bias), asking and seeing (--question-style, --visible), --dtype, --device and
+    --trust-remote-code to `parser`."""
     parser.add_argument(
         "model", help="model folder, checkpoint folder or hub id (a PEFT adapter folder also works)"
     )
@@ -124,6 +151,24 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         help="subtract B from the logits of background tokens, a recall knob to calibrate on val data "
         "(default: the model's text4seg.json, else 0)",
     )
+    parser.add_argument(
+        "--question-style",
+        choices=(*QUESTION_STYLES, *QUESTION_STYLE_ALIASES),
+        action=QuestionStyleAction,
+        default=None,
+        metavar="|".join(QUESTION_STYLES),
+        help="how questions are worded: ours (this package's templates; class lists as 'a, b and c') or "
+        "text4seg (as Text4Seg's released checkpoints were trained; class lists joined by ' | '). Replaces "
+        "a question saved in text4seg.json (default: the model's text4seg.json, else ours)",
+    )
+    parser.add_argument(
+        "--visible",
+        choices=VISIBLE_MODES,
+        default=None,
+        help="how the whole image reaches the model when its processor would crop: squash (resize to "
+        "its square), pad (pad to a square first) or crop (the stock view; a warning says what it hides) "
+        "(default: as saved with the model's processor, else squash)",
+    )
     parser.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument(
@@ -136,9 +181,10 @@ def add_refine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refine",
         default=REFINE_OFF,
-        metavar="none|sam",
-        help="refine the coarse masks with SAM ('sam': the model of --sam); 'none' (default) refines "
-        "nothing. A SAM model id or folder given here directly also works (older spelling)",
+        metavar="none|sam|light:PATH",
+        help="refine the coarse masks with SAM ('sam': the model of --sam) or with the light learned "
+        "refiner saved in PATH by `text4seg train-refiner`; 'none' (default) refines nothing. A SAM "
+        "model id or folder given here directly also works (older spelling)",
     )
     parser.add_argument(
         "--sam", default=None, metavar="ID", help=f"for --refine sam (default {DEFAULT_SAM}). {SAM_HELP}"
@@ -158,13 +204,33 @@ def sam_model(args: argparse.Namespace) -> str | None:
     """The SAM model the refine options ask for, or None for no refinement (ArgsError when
     `--refine ID` and `--sam ID2` name two different models)."""
     choice = args.refine or REFINE_OFF
-    if choice == REFINE_OFF:
+    if choice == REFINE_OFF or choice.startswith(REFINE_LIGHT):
         return None
     if choice == REFINE_SAM:
         return args.sam or DEFAULT_SAM
     if args.sam is not None and args.sam != choice:
         raise ArgsError(f"--refine {choice} and --sam {args.sam} name two SAM models; give one")
     return choice
+
+
+def light_model(args: argparse.Namespace) -> str | None:
+    """The folder of `--refine light:PATH`, or None for another choice (ArgsError when PATH is empty or
+    holds no light refiner, or when --sam is given too)."""
+    choice = getattr(args, "refine", None) or REFINE_OFF
+    if not choice.startswith(REFINE_LIGHT):
+        return None
+    from text4seg.models.light_refiner import CONFIG_NAME  # torch: only when asked for
+
+    folder = choice[len(REFINE_LIGHT) :]
+    if not folder:
+        raise ArgsError("--refine light:PATH needs the folder PATH written by `text4seg train-refiner`")
+    if getattr(args, "sam", None) is not None:
+        raise ArgsError(f"--refine {choice} and --sam {args.sam} name two refiners; give one")
+    if not (Path(folder) / CONFIG_NAME).is_file():
+        raise ArgsError(
+            f"--refine {choice}: {folder} holds no {CONFIG_NAME} (write it with `text4seg train-refiner`)"
+        )
+    return folder
 
 
 # -- checks before heavy work ------------------------------------------------------------------------
@@ -201,6 +267,7 @@ def preflight(args: argparse.Namespace) -> dict[str, Any]:
     check_sources(args.model, args.adapter)
     settings = saved_settings(args.model, args.adapter)
     sam = sam_model(args) if hasattr(args, "refine") else None
+    light_model(args)
     if sam is not None and sam != "tiny":
         check_source(sam, "SAM model")
     offline_when_unreachable(args.model, args.adapter, _adapter_base(args), sam)
@@ -224,7 +291,12 @@ def make_refiner(sam: str, device: str | None, min_iou: float = 0.5, iterations:
 
 
 def refiner_from_args(args: argparse.Namespace, device: str | None) -> Any:
-    """The `SamRefiner` the refine options describe, or None."""
+    """The `SamRefiner` or `LightRefiner` the refine options describe, or None."""
+    light = light_model(args)
+    if light is not None:
+        from text4seg.infer.light import LightRefiner
+
+        return LightRefiner.load(light, device=device)
     sam = sam_model(args)
     if sam is None:
         return None
@@ -251,21 +323,34 @@ def segmenter_from_args(
         answer_sentences=args.sentences,
         target_label=args.target_label,
         background_bias=args.background_bias,
+        question_style=args.question_style,
+        visible=args.visible,
         trust_remote_code=args.trust_remote_code,
         **settings,
     )
 
 
 def load_segmenter(
-    args: argparse.Namespace, *, grid: Any, device: str | None, refiner: Any = None, **settings: Any
+    args: argparse.Namespace,
+    *,
+    grid: Any,
+    device: str | None,
+    refiner: Any = None,
+    prog: str = "text4seg",
+    **settings: Any,
 ) -> Any:
     """`segmenter_from_args`, with a loading failure (an OSError other than `ModelSourceError`, whose
-    message already names the source) said as `cannot load model MODEL: ...`."""
+    message already names the source) said as `cannot load model MODEL: ...`, and each warning raised
+    while loading (such as what `--visible crop` hides) printed as one `PROG: warning: ...` line."""
     from text4seg.infer.sources import ModelSourceError
 
     try:
-        return segmenter_from_args(args, grid=grid, device=device, refiner=refiner, **settings)
+        with warnings.catch_warnings(record=True) as raised:
+            return segmenter_from_args(args, grid=grid, device=device, refiner=refiner, **settings)
     except ModelSourceError:
         raise
     except OSError as err:
         raise OSError(f"cannot load model {args.model}: {one_line(err)}") from err
+    finally:
+        for warning in raised:
+            print(f"{prog}: warning: {one_line(warning.message, limit=1000)}", file=sys.stderr)

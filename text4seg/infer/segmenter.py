@@ -250,6 +250,7 @@ class Segmenter:
         device: str | torch.device | None = None,
         constrained: bool = True,
         trust_remote_code: bool = False,
+        visible: str | None = None,
         **kwargs: Any,
     ) -> Segmenter:
         """Load a model (hub id or folder, optionally a PEFT adapter) and wrap it; see `Segmenter`.
@@ -258,21 +259,25 @@ class Segmenter:
         on the Hub raises `text4seg.infer.sources.ModelSourceError` (an OSError) at once. Settings saved
         as text4seg.json (`save_settings`: grid, target label, answer sentences, question, upsampling,
         background bias) beside the base model (folder or Hub repository) and beside the adapter (whose
-        values win) are the defaults; keywords given here (and not None) win over both. An invalid
-        text4seg.json raises ValueError naming the file, before the model loads.
+        values win) are the defaults; keywords given here (and not None) win over both; a `question_style`
+        given here (and no `question`) also replaces a saved question. An invalid text4seg.json raises
+        ValueError naming the file, before the model loads. `visible` ("squash", "pad", "crop"; None: as
+        saved with the processor) says how the whole image reaches the model (`models.loading.load_processor`).
         """
         from text4seg.models.loading import load_model_and_processor
 
         check_sources(path_or_id, adapter)
+        given = {k: v for k, v in kwargs.items() if v is not None}
         settings = saved_settings(path_or_id, adapter)
-        kwargs = {**settings, **{k: v for k, v in kwargs.items() if v is not None}}
+        if "question_style" in given and "question" not in given:
+            settings.pop("question", None)
         model, processor = load_model_and_processor(
-            path_or_id, dtype=dtype, adapter=adapter, trust_remote_code=trust_remote_code
+            path_or_id, dtype=dtype, adapter=adapter, trust_remote_code=trust_remote_code, visible=visible
         )
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model.to(device)
-        return cls(model, processor, refiner=refiner, constrained=constrained, **kwargs)
+        return cls(model, processor, refiner=refiner, constrained=constrained, **{**settings, **given})
 
     # -- helpers --------------------------------------------------------------------------------
     @property
