@@ -2,7 +2,7 @@
 
 `built` writes a synthetic shapes dataset in the COCO / RefCOCO / gRefCOCO file formats
 (`text4seg.data.make_synthetic`) and builds its records with `text4seg.data.build`, as `text4seg build
-synthetic` does: the train, eval and infer tests read records with the one schema
+synthetic` does: the tests that need records (train, eval) read them with the one schema
 (`text4seg.protocol.records.record_features`), the template questions and answers, the descriptor grids
 and the stored images of a user's build, never a hand-written imitation.
 
@@ -46,7 +46,6 @@ def _only(data: datasets.Dataset, id_end: str) -> datasets.Dataset:
     return data.select([i for i, rid in enumerate(data["id"]) if rid.endswith(id_end)])
 
 
-@functools.cache
 def built(
     kind: str = "refcoco",
     *,
@@ -63,12 +62,19 @@ def built(
     every fifth a crowd), all in split `split`, with a `grid`×`grid` descriptor and `target_label`
     (`BuildConfig`). Images are embedded by default (`image_store`), so records hold PIL images and a test
     can save them anywhere; ``"folder"`` gives what a default build stores (paths into the build folder)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown record kind {kind!r}; expected one of {KINDS}")
+    return _built(kind, images, size, grid, seed, split, target_label, image_store)
+
+
+@functools.cache
+def _built(*params) -> datasets.Dataset:
+    """`built` once per parameter tuple (one folder per tuple, so no build is ever rewritten under a user)."""
     from text4seg.data import make_synthetic
     from text4seg.data.build import BuildConfig
 
-    if kind not in KINDS:
-        raise ValueError(f"unknown record kind {kind!r}; expected one of {KINDS}")
-    folder = _ROOT / "-".join(map(str, (kind, images, size, grid, seed, split, target_label, image_store)))
+    kind, images, size, grid, seed, split, target_label, image_store = params
+    folder = _ROOT / "-".join(map(str, params))
     synth = make_synthetic(folder / "source", num_images=images, image_size=size, seed=seed, splits=[split])
     config = BuildConfig(
         grid=grid, seed=seed, target_label=target_label, image_store=image_store, progress=False
