@@ -57,6 +57,14 @@ def test_chunk_results_come_back_in_input_order(num_proc):
     assert [v for chunk in chunks for v in chunk] == [k * k for k in range(100)]
 
 
+def test_forked_workers_inherit_the_items_and_the_function():
+    offset = 1000
+    items = list(range(20))  # the closure could not be pickled to a worker
+    with deadline(60):
+        chunks = list(chunk_map(lambda chunk: [offset + len(chunk)], items, 2, 3))
+    assert chunks == [[1003]] * 6 + [[1002]]
+
+
 def test_a_dead_worker_fails_the_chunk_map_instead_of_hanging():
     with deadline(60), pytest.raises(BuildError, match="a worker process died while building shapes"):
         list(chunk_map(_die_on_seven, list(range(40)), 2, 3, what="shapes"))

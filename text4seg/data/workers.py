@@ -3,11 +3,14 @@
 `concurrent.futures.ProcessPoolExecutor` rather than `multiprocessing.Pool`: when a worker dies (killed
 for memory, a crash in C code) a Pool waits forever for its result, while the executor raises
 `BrokenProcessPool`, which `ordered_map` turns into a `BuildError` that says so. At most a few chunks
-per process are in flight, so results waiting for the writer stay few.
+per process are in flight, so results waiting for the writer stay few. Forked workers inherit the
+items and are sent only each chunk's bounds (pickling a build's jobs cost the main process 0.1 s per
+2,000 images, and the workers 0.16 s to unpickle).
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -62,21 +65,38 @@ def chunk_map(
     when 1), yielding each chunk's result in input order; ``initializer`` runs first in each worker
     process. A worker that dies raises `BuildError` naming ``what``; an exception raised by
     ``run_chunk`` is raised here as is."""
-    chunks = _chunks(items, size)
     if num_proc <= 1 or len(items) <= size:
-        yield from map(run_chunk, chunks)
+        yield from map(run_chunk, _chunks(items, size))
         return
-    pool = ProcessPoolExecutor(num_proc, mp_context=_context(), initializer=initializer)
+    context = _context()
+    key = next(_KEYS)
+    if context.get_start_method() == "fork":  # workers inherit the items: only their bounds are sent
+        _SHARED[key] = (run_chunk, items)
+    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=initializer)
     window: deque[Future] = deque()
     try:
-        for chunk in chunks:
-            window.append(pool.submit(run_chunk, chunk))
+        for start in range(0, len(items), size):
+            if key in _SHARED:
+                window.append(pool.submit(_run_shared, key, start, start + size))
+            else:
+                window.append(pool.submit(run_chunk, list(items[start : start + size])))
             if len(window) >= num_proc * IN_FLIGHT_PER_PROCESS:
                 yield _result(window.popleft(), what)
         while window:
             yield _result(window.popleft(), what)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        _SHARED.pop(key, None)
+
+
+_SHARED: dict[int, tuple[Callable, Sequence]] = {}
+"""(function, items) of each running `chunk_map`, read by its forked workers (set before they start)."""
+_KEYS = itertools.count()
+
+
+def _run_shared(key: int, start: int, stop: int) -> object:
+    run_chunk, items = _SHARED[key]
+    return run_chunk(list(items[start:stop]))
 
 
 def _result(future: Future, what: str) -> R:
