@@ -2,16 +2,21 @@
 and answer length in tokens, R-RLE against the uncompressed per-cell text, with a locally trained
 byte-level BPE tokenizer.
 
-Run: `.venv/bin/python bench/bench_data.py [--num-images 2000]` (or `make bench`).
+Run: `.venv/bin/python bench/bench_data.py [--num-images 2000]` (or `make bench`); `--bytes` measures only
+the bytes on disk of the default layout (each image once) against `--image-store embed` at 640×480, through
+the `text4seg build synthetic` command (section kept when the main run rewrites the file).
 Writes bench/results/data.md; scratch files go to bench/_work/data (ignored by git).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,15 +100,15 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def _storage_rows(paths, anns: dict, built: dict) -> list[str]:
-    """Bytes on disk of each record set built with images embedded (the default) and stored once."""
+    """Bytes on disk of each record set stored once (the default, ``built``) and with images embedded."""
     rows = []
     for kind in ("coco", "refcoco", "grefcoco"):
-        out = WORK / f"{kind}_folder"
+        out = WORK / f"{kind}_embed"
         start = time.perf_counter()
-        result = build(kind, anns[kind], paths.images, out, BuildConfig(image_store="folder", progress=False))
+        result = build(kind, anns[kind], paths.images, out, BuildConfig(image_store="embed", progress=False))
         seconds = time.perf_counter() - start
-        embed, once = _folder_bytes(built[kind].out_dir), _folder_bytes(out)
-        images = result.report["images_stored"]
+        embed, once = _folder_bytes(out), _folder_bytes(built[kind].out_dir)
+        images = built[kind].report["images_stored"]
         rows.append(
             f"| {kind} | {result.report['records_total']} | {images} | {embed / 2**20:.1f} | {once / 2**20:.1f} "
             f"| {embed / once:.1f}× | {seconds:.2f} |"
@@ -116,7 +121,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--num-images", type=int, default=2000)
     parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument(
+        "--bytes", action="store_true", help="only the bytes-on-disk section (default layout vs embed)"
+    )
+    parser.add_argument("--bytes-size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
     args = parser.parse_args()
+    if args.bytes:
+        main_bytes(args)
+        return
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     command = f"OMP_NUM_THREADS=1 .venv/bin/python bench/bench_data.py --num-images {args.num_images}"
@@ -222,8 +234,8 @@ def main() -> None:
         "",
         "coco = three tasks per image (category masks, numbered instances, semantic questions: all / subset / "
         "with absent classes). `num_proc` parallelises the records phase (mask decoding, grids, text; the "
-        "conversion to Arrow in chunks stays in the main process); loading and save_to_disk (which embeds every "
-        "record's image bytes) run in one process. A speed-up from 2 "
+        "conversion to Arrow in chunks stays in the main process); loading and save_to_disk (and storing each "
+        "image once) run in one process. A speed-up from 2 "
         "processes needs 2 free cores, which this shared machine did not have (see the load average).",
         "",
         "Where the records-phase time goes (refcoco, `build_records` only, CPU seconds from `os.times`): with 2 "
@@ -234,14 +246,15 @@ def main() -> None:
         "|---|---|---|---|",
         *[f"| {n} | {wall:.2f} | {main:.2f} | {workers:.2f} |" for n, wall, main, workers in cpu_rows],
         "",
-        "### Images embedded in every record or stored once (`--image-store folder`)",
+        "### Images stored once (default) or embedded in every record (`--image-store embed`)",
         "",
-        "Bytes on disk of the build folder. Embedded (default): `save_to_disk` stores each record's image bytes, "
-        "so an image with several sentences or questions is stored that many times. Folder: each image once in "
-        "OUT/images, records hold paths relative to OUT (read back with `text4seg.data.load_records`). "
+        "Bytes of the build folder's files (stored images counted in full, though hard-linked to the sources). "
+        "Embedded: `save_to_disk` stores each record's image bytes, so an image with several sentences or "
+        "questions is stored that many times. Folder (the default): each image once in OUT/images, records "
+        "hold paths relative to OUT (read back with `text4seg.data.load_records`). "
         f"Source images: {_folder_bytes(paths.images) / 2**20:.1f} MiB.",
         "",
-        "| source | records | images stored | embedded MiB | folder MiB | ratio | folder build s |",
+        "| source | records | images stored | embedded MiB | folder MiB | ratio | embedded build s |",
         "|---|---|---|---|---|---|---|",
         *storage_rows,
         "",
@@ -267,14 +280,127 @@ def main() -> None:
     print("\n".join(lines))
 
 
+BYTES_SECTION = "### Bytes on disk per build at 640×480"
+"""The section `--bytes` writes (the issue's storage goal); kept when the main run rewrites the file."""
+
 CPU_SECTION = "### CPU time per sentence"
 """The section bench/bench_build_cpu.py's figures go in: kept as it is when this script rewrites the file."""
 
+KEPT_SECTIONS = (BYTES_SECTION, CPU_SECTION)
 
-def _kept_section() -> str:
+
+def _section(text: str, heading: str) -> str:
+    """The section of ``text`` opened by ``heading``, up to the next kept section or the end ('' if none)."""
+    start = text.find(heading)
+    if start < 0:
+        return ""
+    ends = [text.find(other, start + 1) for other in KEPT_SECTIONS if other != heading]
+    end = min([e for e in ends if e > start] or [len(text)])
+    return text[start:end].rstrip("\n") + "\n"
+
+
+def _kept_section(replace: dict[str, str] | None = None) -> str:
+    """The kept sections of the current file, in KEPT_SECTIONS order; ``replace`` gives new text for some."""
     text = OUT.read_text() if OUT.exists() else ""
-    start = text.find(CPU_SECTION)
-    return "\n" + text[start:] if start >= 0 else ""
+    kept = [(replace or {}).get(h) or _section(text, h) for h in KEPT_SECTIONS]
+    return "".join("\n" + k for k in kept if k)
+
+
+# -- bytes on disk: the default layout (each image once) against embedded images ----------------------
+def _cli(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + sys) of one `text4seg` command, run as a fresh process."""
+    import resource
+
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run([sys.executable, "-m", "text4seg", *args], check=True, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return time.perf_counter() - start, cpu
+
+
+def _bytes(folder: Path) -> tuple[int, int]:
+    """(bytes of every file in ``folder``, bytes of the files not hard-linked elsewhere: what it adds to disk)."""
+    total = own = 0
+    for path in folder.rglob("*"):
+        if path.is_file():
+            info = path.stat()
+            total += info.st_size
+            own += info.st_size if info.st_nlink == 1 else 0
+    return total, own
+
+
+def _bytes_row(kind: str, default: Path, embed: Path) -> tuple[str, float]:
+    report = json.loads((default / kind / "build_report.json").read_text())
+    sources = report["images_bytes"] + sum(Path(p).stat().st_size for p in report["inputs"])
+    (once, added), (embedded, _) = _bytes(default / kind), _bytes(embed / kind)
+    records = once - _bytes(default / kind / "images")[0]
+    mib = 2**20
+    row = (
+        f"| {kind} | {report['records_total']} | {report['images_stored']} | {report['images_bytes'] / mib:.1f} "
+        f"| {(sources - report['images_bytes']) / mib:.1f} | {once / mib:.1f} | {records / mib:.1f} "
+        f"| {added / mib:.1f} | {once / sources:.2f}× | {embedded / mib:.1f} | {embedded / sources:.2f}× |"
+    )
+    return row, once / sources
+
+
+def bytes_section(num_images: int, width: int, height: int) -> str:
+    """Build the synthetic set twice through the CLI (default layout, then ``--image-store embed``), measure
+    the folders against the source images and annotation files, delete them; the section's markdown."""
+    work = WORK.parent / "data_bytes"
+    shutil.rmtree(work, ignore_errors=True)
+    size = ["--num-images", str(num_images), "--image-size", str(width), str(height), "--quiet"]
+    load = os.getloadavg()[0]
+    took = {
+        "default": _cli(["build", "synthetic", *size, "--out", str(work / "default")]),
+        "embed": _cli(["build", "synthetic", *size, "--image-store", "embed", "--out", str(work / "embed")]),
+    }
+    wall = {name: f"{w:.0f} s wall, {cpu:.0f} s CPU" for name, (w, cpu) in took.items()}
+    source = work / "default" / "source"
+    rows = [_bytes_row(kind, work / "default", work / "embed") for kind in ("coco", "refcoco", "grefcoco")]
+    images_mib = _bytes(source / "images")[0] / 2**20
+    shutil.rmtree(work)
+    goal = "met" if max(ratio for _, ratio in rows) <= 1.2 else "NOT met"
+    lines = [
+        BYTES_SECTION,
+        "",
+        f"Machine: {_cpu()}, {os.cpu_count()} cores, shared (load average {load:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end: wall times measure the neighbours as much as the build, CPU "
+        "time (user + sys of the command) less so; both include drawing the synthetic set; bytes do not depend "
+        "on load). Commands "
+        "(`bench/bench_data.py --bytes`, the built folders deleted after measuring):",
+        "",
+        "```",
+        f"text4seg build synthetic --num-images {num_images} --image-size {width} {height} --out W/default"
+        f"            # {wall['default']}",
+        f"text4seg build synthetic --num-images {num_images} --image-size {width} {height} --image-store embed "
+        f"--out W/embed   # {wall['embed']}",
+        "```",
+        "",
+        f"Source images of the synthetic set: {images_mib:.1f} MiB. Per build: the images it stores "
+        "(`images_bytes` of its report) and its annotation files (the masks: instances json, refs pickle, grefs "
+        "json); the default folder's bytes count the stored images in full (`OUT/images`, hard links to the "
+        "sources here, so the disk gains only the 'added' column); records = the Arrow files and metadata. "
+        "Ratio = folder bytes / (images + annotations); the issue's goal is at most 1.2×: "
+        f"**{goal}** for every build.",
+        "",
+        "| build | records | images | images MiB | annotations MiB | default MiB | of which records MiB "
+        "| added to disk MiB | default ratio | embed MiB | embed ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *[row for row, _ in rows],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main_bytes(args: argparse.Namespace) -> None:
+    section = bytes_section(args.num_images, *args.bytes_size)
+    text = OUT.read_text() if OUT.exists() else "## Data\n"
+    head = text
+    for heading in KEPT_SECTIONS:
+        cut = head.find(heading)
+        head = head[:cut] if cut >= 0 else head
+    OUT.write_text(head.rstrip("\n") + "\n" + _kept_section({BYTES_SECTION: section}))
+    print(section)
 
 
 if __name__ == "__main__":
