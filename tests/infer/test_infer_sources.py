@@ -7,6 +7,8 @@ import socket
 import time
 
 import pytest
+import torch
+from support.hub import cached_repo
 
 from text4seg.infer import sources
 from text4seg.infer.sources import ModelSourceError, asking_beside, check_source, saved_settings
@@ -21,17 +23,6 @@ def hf_home(tmp_path, monkeypatch):
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
-
-
-def cached_repo(home, repo_id: str, files: dict[str, str], revision: str = "0123abcd") -> None:
-    """models--org--name/snapshots/<rev>/<files> and refs/main, as huggingface_hub writes them."""
-    repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    for name, text in files.items():
-        (snapshot / name).write_text(text)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
 
 
 def _closed_port() -> int:
@@ -144,3 +135,100 @@ def test_a_saved_question_style_words_the_questions(tiny_vlm, tmp_path, hf_home)
     assert asked.query("white horse").question == "Find white horse."  # an explicit question wins
     with pytest.raises(ValueError, match="question style must be one of"):
         Segmenter(model, processor, constrained=False, question_style="pipe")
+
+
+# -- Hub ids loaded from the cache: no network request, old adapter layouts remapped -----------------
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Any connection or name lookup fails the test (installed after the Hub probe's answer is cached)."""
+
+    def refuse(*_, **__):
+        raise AssertionError("a network request was made")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="module")
+def saved_vlm(tiny_vlm, tmp_path_factory):
+    model, processor = tiny_vlm
+    path = tmp_path_factory.mktemp("tiny_qwen2_vl")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def test_hub_options_read_the_environment_of_the_call(hf_home, tmp_path, monkeypatch):
+    assert sources.hub_options(tmp_path) == {"cache_dir": str(hf_home / "hub"), "local_files_only": True}
+    assert not sources.hub_options("org/model", local_files_only=False)["local_files_only"]  # as asked
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(sources, "hub_reachable", lambda: pytest.fail("local folders need no Hub probe"))
+    assert not sources.hub_options(tmp_path)["local_files_only"]
+    monkeypatch.setattr(sources, "hub_reachable", lambda: False)
+    assert sources.hub_options(tmp_path, "org/adapter")["local_files_only"]
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable"])
+def test_a_cached_hub_model_loads_without_a_network_request(saved_vlm, hf_home, monkeypatch, how, request):
+    """Segmenter.from_pretrained("org/tiny") from the cache alone (before: 145 s of retries, then OSError:
+    huggingface_hub reads HF_HUB_OFFLINE and the cache folder once, at import)."""
+    from text4seg.infer import Segmenter
+
+    cached_repo(hf_home, "org/tiny", {"text4seg.json": '{"grid": [6, 6]}'}, folder=saved_vlm)
+    if how == "unreachable":
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+        sources._reachable.cache_clear()
+        assert not sources.hub_reachable()
+    request.getfixturevalue("no_network")
+    seg = Segmenter.from_pretrained("org/tiny", device="cpu", constrained=False)
+    assert seg.fmt.grid == (6, 6)  # the cached text4seg.json
+    assert type(seg.model).__name__ == "Qwen2VLForConditionalGeneration"
+    sources._reachable.cache_clear()
+
+
+def _old_layout(key: str) -> str:
+    """Qwen2-VL's module names before transformers 4.52 (`model.X` text, `visual.X` vision)."""
+    return key.replace("base_model.model.model.language_model.", "base_model.model.model.").replace(
+        "base_model.model.model.visual.", "base_model.model.visual."
+    )
+
+
+def test_a_hub_adapter_in_the_old_layout_is_remapped_from_the_cache(saved_vlm, tiny_vlm, hf_home, no_network):
+    from peft import LoraConfig, get_peft_model
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save
+
+    from text4seg.infer import Segmenter
+
+    model, _ = tiny_vlm
+    lora = LoraConfig(r=2, target_modules=["q_proj", "qkv"], init_lora_weights=False)
+    peft_model = get_peft_model(type(model).from_pretrained(saved_vlm), lora)
+    saved = get_peft_model_state_dict(peft_model)
+    assert any(".visual." in k for k in saved) and any(".language_model." in k for k in saved)
+    config = {
+        **lora.to_dict(),
+        "base_model_name_or_path": str(saved_vlm),
+        "target_modules": ["q_proj", "qkv"],
+    }
+    old = {_old_layout(k): v.contiguous() for k, v in saved.items()}
+    files = {"adapter_config.json": json.dumps(config), "adapter_model.safetensors": save(old)}
+    cached_repo(hf_home, "org/old-adapter", {**files, "text4seg.json": '{"grid": [5, 5]}'})
+    seg = Segmenter.from_pretrained(saved_vlm, adapter="org/old-adapter", device="cpu", constrained=False)
+    loaded = get_peft_model_state_dict(seg.model)
+    assert sorted(loaded) == sorted(saved)  # the vision tower's tensors too (PEFT alone drops them)
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+    assert seg.fmt.grid == (5, 5)
+
+
+def test_a_hub_adapter_missing_from_the_cache_is_named(hf_home):
+    from text4seg.models.loading import adapter_folder
+
+    cached_repo(hf_home, "org/partial", {"text4seg.json": "{}"})  # settings read, weights never fetched
+    with pytest.raises(OSError, match="adapter org/partial: its config and weights are not in the local"):
+        adapter_folder("org/partial", cache_dir=hf_home / "hub", local_files_only=True)
+    with pytest.raises(OSError, match="adapter org/absent"):
+        adapter_folder("org/absent", cache_dir=hf_home / "hub", local_files_only=True)

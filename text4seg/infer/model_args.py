@@ -243,21 +243,15 @@ def preflight(args: argparse.Namespace) -> dict[str, Any]:
     files are valid (ValueError naming the file). When a Hub id is only cached and the Hub is unreachable,
     the process goes offline (`sources.offline_when_unreachable`). Returns the saved settings
     (`sources.saved_settings`)."""
-    from text4seg.infer.sources import check_source, check_sources, offline_when_unreachable, saved_settings
+    from text4seg.infer import sources
 
-    check_sources(args.model, args.adapter)
-    settings = saved_settings(args.model, args.adapter)
+    sources.check_sources(args.model, args.adapter)
+    settings = sources.saved_settings(args.model, args.adapter)
     sam = sam_model(args) if hasattr(args, "refine") else None
     if sam is not None and sam != "tiny":
-        check_source(sam, "SAM model")
-    offline_when_unreachable(args.model, args.adapter, _adapter_base(args), sam)
+        sources.check_source(sam, "SAM model")
+    sources.offline_when_unreachable(*sources.named_sources(args.model, args.adapter), sam)
     return settings
-
-
-def _adapter_base(args: argparse.Namespace) -> str | None:
-    from text4seg.models.loading import adapter_base, is_adapter_dir
-
-    return adapter_base(args.model) if args.adapter is None and is_adapter_dir(args.model) else None
 
 
 # -- building ----------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from text4seg.infer.constrain import (
     require_engine,
 )
 from text4seg.infer.prompts import Query, make_query
-from text4seg.infer.sources import check_sources, saved_settings
+from text4seg.infer.sources import check_sources, hub_options, saved_settings
 from text4seg.models import registry
 from text4seg.models.unwrap import unwrap_model
 from text4seg.protocol import templates
@@ -251,6 +251,7 @@ class Segmenter:
         constrained: bool = True,
         trust_remote_code: bool = False,
         visible: str | None = None,
+        local_files_only: bool | None = None,
         **kwargs: Any,
     ) -> Segmenter:
         """Load a model (hub id or folder, optionally a PEFT adapter) and wrap it; see `Segmenter`.
@@ -263,6 +264,9 @@ class Segmenter:
         given here (and no `question`) also replaces a saved question. An invalid text4seg.json raises
         ValueError naming the file, before the model loads. `visible` ("squash", "pad", "crop"; None: as
         saved with the processor) says how the whole image reaches the model (`models.loading.load_processor`).
+        `local_files_only` reads Hub ids (model, adapter) from the local cache only; None: when
+        `HF_HUB_OFFLINE` is set or the Hub cannot be reached (`text4seg.infer.sources.hub_options`). A Hub
+        adapter is read from its cached snapshot folder, so old PEFT layouts are remapped as for a folder.
         """
         from text4seg.models.loading import load_model_and_processor
 
@@ -272,7 +276,12 @@ class Segmenter:
         if "question_style" in given and "question" not in given:
             settings.pop("question", None)
         model, processor = load_model_and_processor(
-            path_or_id, dtype=dtype, adapter=adapter, trust_remote_code=trust_remote_code, visible=visible
+            path_or_id,
+            dtype=dtype,
+            adapter=adapter,
+            trust_remote_code=trust_remote_code,
+            visible=visible,
+            **hub_options(path_or_id, adapter, local_files_only),
         )
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -10,6 +10,10 @@ transformers' minutes of retries).
 `text4seg.json` beside the base model (a folder, or a Hub repository through the cache, downloaded
 only when online) and beside the adapter, the adapter's values winning. A folder that is itself an
 adapter (a LoRA `final/` or `checkpoint-N/`) counts as the adapter, its recorded base as the model.
+
+`hub_options(model, adapter)` says how loading reads the Hub (`cache_dir`, `local_files_only`), from the
+environment as it is at the call: the cache only when `HF_HUB_OFFLINE` is set or a Hub id is to be read
+while the Hub cannot be reached (huggingface_hub reads both variables once, when it is imported).
 No torch is imported here.
 """
 
@@ -127,12 +131,36 @@ def check_sources(model: str | os.PathLike, adapter: str | os.PathLike | None = 
         check_source(adapter_base(model), f"base model of adapter {model}")
 
 
+def named_sources(model: str | os.PathLike, adapter: str | os.PathLike | None = None) -> list[str]:
+    """The model, its adapter, and the base an adapter folder given as the model names."""
+    from text4seg.models.loading import adapter_base, is_adapter_dir
+
+    if adapter is None and is_adapter_dir(model):
+        return [str(model), adapter_base(model)]
+    return [str(n) for n in (model, adapter) if n is not None]
+
+
+def _hub_ids(names: list[str]) -> list[str]:
+    return [n for n in names if not Path(n).expanduser().exists() and is_repo_id(n)]
+
+
+def hub_options(
+    model: str | os.PathLike, adapter: str | os.PathLike | None = None, local_files_only: bool | None = None
+) -> dict[str, Any]:
+    """`cache_dir` (`hub_cache_dir`) and `local_files_only` for loading `model` (and `adapter`):
+    `local_files_only` as given, else True when `HF_HUB_OFFLINE` is set or one of them is a Hub id while
+    the Hub cannot be reached (so a cached model loads at once, without the Hub client's retries)."""
+    if local_files_only is None:
+        hub_ids = _hub_ids(named_sources(model, adapter))
+        local_files_only = hub_offline() or (bool(hub_ids) and not hub_reachable())
+    return {"cache_dir": str(hub_cache_dir()), "local_files_only": bool(local_files_only)}
+
+
 def offline_when_unreachable(*names: str | os.PathLike | None) -> bool:
     """For a command's process: when one of `names` is a Hub id (no local folder), `check_source` found
     it cached, and the Hub cannot be reached, switch this process to offline mode (`HF_HUB_OFFLINE=1`),
     so transformers loads from the cache at once instead of retrying the Hub. True when it switched."""
-    hub_ids = [str(n) for n in names if n is not None and not Path(str(n)).expanduser().exists()]
-    if not any(is_repo_id(n) for n in hub_ids) or hub_offline() or hub_reachable():
+    if not _hub_ids([str(n) for n in names if n is not None]) or hub_offline() or hub_reachable():
         return False
     from huggingface_hub import constants
 

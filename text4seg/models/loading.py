@@ -5,7 +5,9 @@ checkpoint. `trust_remote_code` is passed through only when the caller asks for 
 
 PEFT adapters load through `load_adapter`: one saved under transformers' module layout before 4.52 (such as
 Text4Seg's llava-hf LoRA adapters, saved by ms-swift) has its keys and `target_modules` rewritten to today's
-names (`OLD_LAYOUTS`), and every LoRA tensor of a local adapter is checked to have landed on the model.
+names (`OLD_LAYOUTS`), and every LoRA tensor is checked to have landed on the model. An adapter given as a
+Hub id is first resolved to its snapshot folder in the local Hugging Face cache (`adapter_folder`), so it
+gets the same remap and checks as a local folder.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Any
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+HUB_ADAPTER_FILES = (*ADAPTER_WEIGHTS, "*.json", "*.jinja", "*.txt", "*.model")
+"""What `adapter_folder` downloads of a Hub adapter: its weights, configs (text4seg.json among them) and the
+small processor/tokenizer files a folder's own processor is read from; no other weights."""
 PEFT_PREFIX = "base_model.model."
 _ADAPTER_PART = re.compile(r"\.(lora_[A-Za-z_]+|modules_to_save)(\.|$)")
 
@@ -99,6 +104,8 @@ def load_model_and_processor(
     is_trainable: bool = False,
     processor_kwargs: dict[str, Any] | None = None,
     visible: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
 ) -> tuple[Any, Any]:
     """Load `(model, processor)` from a hub id or a local folder.
 
@@ -106,19 +113,25 @@ def load_model_and_processor(
     folder (as written by `text4seg train`), its base model is loaded first and the processor saved next
     to the adapter is used. `merge_adapter=True` folds the adapter into the weights. `processor_kwargs` go to
     `AutoProcessor.from_pretrained` (e.g. `{"min_pixels": ..., "max_pixels": ...}` for Qwen-VL). `visible`
-    says how the whole image is shown to the model (see `load_processor`).
+    says how the whole image is shown to the model (see `load_processor`). `cache_dir` and
+    `local_files_only` go to every Hub read (processor, model, a Hub adapter: `adapter_folder`);
+    `local_files_only=True` reads the local cache only, with no network request.
     """
     from transformers import AutoModelForImageTextToText
 
     source = str(name_or_path)
     if adapter is None and is_adapter_dir(source):
         adapter, source = source, adapter_base(source)
+    hub = {"cache_dir": cache_dir, "local_files_only": local_files_only}
+    if adapter is not None:
+        adapter = adapter_folder(adapter, **hub)
     processor_source = adapter if adapter is not None and _has_processor(adapter) else source
-    processor_kwargs = dict(processor_kwargs or {})
+    processor_kwargs = {**hub, **(processor_kwargs or {})}
     if visible is not None:
         processor_kwargs["visible"] = visible
     processor = load_processor(processor_source, trust_remote_code=trust_remote_code, **processor_kwargs)
-    kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype), "trust_remote_code": trust_remote_code, **hub}
+    kwargs["adapter_kwargs"] = dict(hub)  # the Auto class looks for adapter_config.json without them (5.24)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
@@ -141,6 +154,30 @@ def _has_processor(path: str | Path) -> bool:
 
 
 # -- PEFT adapters, old module layouts included ------------------------------------------------------
+def adapter_folder(
+    adapter: str | Path, *, cache_dir: str | Path | None = None, local_files_only: bool = False
+) -> Path:
+    """A local folder holding `adapter`: the folder itself, or a Hub adapter's snapshot in the local
+    Hugging Face cache (`HUB_ADAPTER_FILES`), looked up there first and downloaded only when its config
+    or weights are not cached (never with `local_files_only`: then an OSError naming the adapter)."""
+    folder = Path(str(adapter)).expanduser()
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir, "allow_patterns": list(HUB_ADAPTER_FILES)}
+    try:
+        cached = Path(snapshot_download(str(adapter), local_files_only=True, **kwargs))
+    except LocalEntryNotFoundError:
+        cached = None
+    if cached is not None and is_adapter_dir(cached) and any((cached / w).is_file() for w in ADAPTER_WEIGHTS):
+        return cached
+    if local_files_only:
+        raise OSError(f"adapter {adapter}: its config and weights are not in the local Hugging Face cache")
+    return Path(snapshot_download(str(adapter), **kwargs))
+
+
 def saved_adapter_keys(folder: str | Path) -> list[str]:
     """The tensor names of a local adapter folder's weights (safetensors, or a .bin read weights-only)."""
     for name in ADAPTER_WEIGHTS:
@@ -202,16 +239,21 @@ def peft_key_mapping(renames: dict[str, str], saved_modules: set[str]) -> dict[s
     return {rf"^{re.escape(old)}(?=\.)": new for old, new in renames.items()}
 
 
-def load_adapter(model: Any, adapter: str | Path, *, is_trainable: bool = False) -> Any:
+def load_adapter(
+    model: Any,
+    adapter: str | Path,
+    *,
+    is_trainable: bool = False,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> Any:
     """`PeftModel.from_pretrained(model, adapter)`, for adapters saved under an older module layout too
     (`layout_renames`: keys and `target_modules` are rewritten to the model's names), and checked: a
-    LoRA tensor of a local adapter that lands on no module of the model is a ValueError naming it (PEFT
-    itself only warns, or says nothing)."""
+    LoRA tensor that lands on no module of the model is a ValueError naming it (PEFT itself only warns,
+    or says nothing). A Hub id is read from its local snapshot (`adapter_folder`)."""
     from peft import PeftConfig, PeftModel
 
-    folder = Path(str(adapter)).expanduser()
-    if not folder.is_dir():  # a Hub adapter: PEFT's own loading, its own key conversion
-        return PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
+    folder = adapter_folder(adapter, cache_dir=cache_dir, local_files_only=local_files_only)
     keys = saved_adapter_keys(folder)
     renames = layout_renames(keys, {name for name, _ in model.named_modules()})
     config = PeftConfig.from_pretrained(str(folder))
