@@ -76,10 +76,7 @@ def chunk_map(
     window: deque[Future] = deque()
     try:
         for start in range(0, len(items), size):
-            if key in _SHARED:
-                window.append(pool.submit(_run_shared, key, start, start + size))
-            else:
-                window.append(pool.submit(run_chunk, list(items[start : start + size])))
+            window.append(_submit(pool, key, run_chunk, items, start, size, what))
             if len(window) >= num_proc * IN_FLIGHT_PER_PROCESS:
                 yield _result(window.popleft(), what)
         while window:
@@ -94,6 +91,24 @@ _SHARED: dict[int, tuple[Callable, Sequence]] = {}
 _KEYS = itertools.count()
 
 
+def _submit(
+    pool: ProcessPoolExecutor,
+    key: int,
+    run_chunk: Callable,
+    items: Sequence,
+    start: int,
+    size: int,
+    what: str,
+) -> Future:
+    """Submit one chunk: its bounds to forked workers, else the chunk itself."""
+    try:
+        if key in _SHARED:
+            return pool.submit(_run_shared, key, start, start + size)
+        return pool.submit(run_chunk, list(items[start : start + size]))
+    except BrokenProcessPool:  # a worker died before all chunks were submitted
+        raise _died(what) from None
+
+
 def _run_shared(key: int, start: int, stop: int) -> object:
     run_chunk, items = _SHARED[key]
     return run_chunk(list(items[start:stop]))
@@ -103,7 +118,11 @@ def _result(future: Future, what: str) -> R:
     try:
         return future.result()
     except BrokenProcessPool:
-        raise BuildError(
-            f"a worker process died while building {what} (killed by the system, e.g. out of memory, "
-            "or crashed); the build was stopped and nothing was written"
-        ) from None
+        raise _died(what) from None
+
+
+def _died(what: str) -> BuildError:
+    return BuildError(
+        f"a worker process died while building {what} (killed by the system, e.g. out of memory, "
+        "or crashed); the build was stopped and nothing was written"
+    )
