@@ -7,7 +7,8 @@
   parallel, cached, with a build report; `load_records` reads a build back (wherever its folder now
   is); `to_llava_json` exports the LLaVA-style list.
 
-Light to import: `datasets` is imported only when records are written.
+Light to import: `datasets` is imported only when records are read (a build writes its Arrow files with
+pyarrow alone, `text4seg.data.arrow_files`).
 """
 
 from text4seg.data.build import BuildConfig, BuildResult, build, load_records, to_llava_json
