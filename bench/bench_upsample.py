@@ -296,8 +296,18 @@ def main() -> None:
         ]
     print("photos panel:", panel)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
+    OUT.write_text("\n".join(lines) + "\n" + _kept_section())
     print("\n".join(lines))
+
+
+LIGHT_SECTION = "## Light learned refiner"
+"""The section bench/bench_light_refiner.py writes: kept as it is when this script rewrites the file."""
+
+
+def _kept_section() -> str:
+    text = OUT.read_text() if OUT.exists() else ""
+    start = text.find(LIGHT_SECTION)
+    return "\n" + text[start:] if start >= 0 else ""
 
 
 def report_head(data, tried, best) -> list[str]:
