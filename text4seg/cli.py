@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "decode": "text4seg.codec.cli",
     "build": "text4seg.data.cli",
     "train": "text4seg.train.cli",
+    "train-refiner": "text4seg.train.refiner_cli",
     "predict": "text4seg.infer.cli",
     "evaluate": "text4seg.eval.cli",
     "demo": "text4seg.demo_cli",
