@@ -69,7 +69,8 @@ def make_model(config: TrainConfig, demo: DemoSettings, train_records: Any) -> t
 def answer_corpus(records: Any, limit: int = 3000) -> list[str]:
     """The texts (questions and answers) of the first `limit` records, for fitting the tokenizer."""
     texts = []
-    for record in records.select(range(min(limit, len(records)))):
+    # only the messages column: iterating the whole records would decode every image
+    for record in records.select(range(min(limit, len(records)))).select_columns(["messages"]):
         for message in record["messages"]:
             for part in message["content"]:
                 if part.get("text"):

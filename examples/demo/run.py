@@ -106,8 +106,6 @@ def _train(out: Path, records: Path, config: Any, demo: DemoSettings, progress: 
     """Train on the saved records; the trainer's final/ becomes OUT/model (the one saved model)."""
     import datasets
 
-    from text4seg.train import train
-
     from .model import make_model
 
     train_records = datasets.load_from_disk(str(records))["train"]
@@ -118,12 +116,65 @@ def _train(out: Path, records: Path, config: Any, demo: DemoSettings, progress: 
     config.data.path, config.output.dir = str(records), str(run_dir)
     config.loop.progress = progress
     minutes = config.loop.max_minutes
-    _stage(progress, f"3/5 train: at most {minutes:g} min on {len(train_records)} records (in saved order)")
-    result = train(config, model=model, processor=processor)
+    where = f"{demo.processes} processes" if demo.processes > 1 else "one process"
+    _stage(
+        progress,
+        f"3/5 train: at most {minutes:g} min on {len(train_records)} records (in saved order, {where})",
+    )
+    if demo.processes > 1:
+        result = _train_launched(out, config, demo, model, processor)
+    else:
+        from text4seg.train import train
+
+        result = train(config, model=model, processor=processor)
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(result.final_dir, model_dir)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a second copy of the model's weights
     return model_dir, result
+
+
+def _train_launched(out: Path, config: Any, demo: DemoSettings, model: Any, processor: Any) -> Any:
+    """Train with `accelerate launch` on `demo.processes` CPU processes (gloo), one torch thread each:
+    the demo's model is saved as it starts (OUT/init), the recipe written beside it (OUT/run.yaml) and
+    `python -m text4seg.train` run on it, exactly as a user would. The global batch stays
+    `loop.batch_size`, split between the processes."""
+    import subprocess
+    from types import SimpleNamespace
+
+    import yaml
+
+    from text4seg.train.loop import METRICS_FILE
+
+    n = demo.processes
+    if config.loop.batch_size % n:
+        raise ValueError(f"loop.batch_size={config.loop.batch_size} does not split over demo.processes={n}")
+    init = out / "init"
+    shutil.rmtree(init, ignore_errors=True)
+    model.save_pretrained(init, safe_serialization=True)
+    processor.save_pretrained(init)
+    recipe = config.to_dict()
+    recipe["model"] = {**recipe["model"], "name_or_path": str(init), "tiny": {}}
+    recipe["loop"] = {**recipe["loop"], "batch_size": config.loop.batch_size // n}
+    (out / "run.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_USE_CPU="true")
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "text4seg.train", str(out / "run.yaml"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise RuntimeError(
+            f"training under accelerate launch failed (exit {proc.returncode}): {' '.join(cmd)}"
+        )
+    summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith('{"steps"')][-1])
+    shutil.rmtree(init, ignore_errors=True)
+    run_dir = Path(config.output.dir)
+    return SimpleNamespace(
+        final_dir=Path(summary["final_dir"]), steps=summary["steps"], seconds=summary["seconds"],
+        stopped=summary["stopped"], metrics_path=run_dir / METRICS_FILE,
+        total_parameters=sum(p.numel() for p in model.parameters()),
+    )  # fmt: skip
 
 
 def _evaluate(

@@ -40,6 +40,7 @@ class DemoSettings:
     constrained: bool = True
     examples: int = 12
     threads: int | None = 2
+    processes: int = 1
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWERS:
@@ -48,6 +49,8 @@ class DemoSettings:
             raise ConfigError(
                 f"demo.vision_positions must be sincos or random, got {self.vision_positions!r}"
             )
+        if self.processes < 1:
+            raise ConfigError("demo.processes must be >= 1")
         if self.num_images < 1:
             raise ConfigError("demo.num_images must be >= 1")
 

@@ -36,6 +36,7 @@ def test_demo_help_lists_the_options(capsys):
         (["--minutes", "0"], "--minutes must be > 0"),
         (["--set", "demo.colour_stage=3"], "demo.yaml.*unknown key.*colour_stage"),
         (["--set", "optim.lr=fast"], "optim.lr: expected a number"),
+        (["--set", "demo.processes=0"], "demo.processes must be >= 1"),
     ],
 )
 def test_demo_rejects_bad_options_with_one_error_line(argv, message, tmp_path, capsys):
@@ -91,6 +92,20 @@ def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo_out"
     assert main(["demo", "--out", str(out), *TINY]) == 0
     return out
+
+
+@pytest.mark.slow
+def test_demo_trains_under_accelerate_launch_on_two_processes(tmp_path):
+    out = tmp_path / "out"
+    argv = ["demo", "--out", str(out), *TINY, "--minutes", "5", "--set", "demo.processes=2"]
+    assert main([*argv, "--set", "loop.max_steps=2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 2 and report["stopped"] == "max_steps"
+    import yaml
+
+    recipe = yaml.safe_load((out / "run.yaml").read_text())
+    assert recipe["loop"]["batch_size"] == 4  # the global batch of 8 split over the 2 processes
+    assert (out / "model" / "text4seg.json").is_file() and not (out / "init").exists()
 
 
 def test_demo_writes_every_file(demo_out):
