@@ -188,7 +188,7 @@ def ground_truth(record: Mapping[str, Any]) -> Truth:
         masks = [decode_counts(c, height, width) for c in counts]
     except Exception as err:  # pycocotools raises bare errors on corrupt strings
         raise RecordError(f"record {rid}: ground-truth mask does not decode as COCO RLE ({err})") from err
-    union = np.zeros((height, width), dtype=bool)
+    union = np.zeros((height, width), dtype=bool, order="F")  # the decoded masks' own (column) order
     for m in masks:
         union |= m
     box = list(record.get("box") or []) or None
