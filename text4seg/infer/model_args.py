@@ -5,8 +5,9 @@ bad numbers while parsing, the checks that run before anything heavy (the model 
 saved text4seg.json, where outputs go), and one way to turn the flags into a `Segmenter` and an
 optional `SamRefiner`, so the commands cannot drift apart.
 
-Refinement takes one form in both commands: `--refine sam [--sam ID]` (`--refine none`, the default,
-refines nothing). The older `predict --refine ID` (a SAM model named directly) still works.
+Refinement takes one form in both commands: `--refine sam [--sam ID]` or `--refine light:PATH` (the
+light learned refiner saved by `text4seg train-refiner`); `--refine none`, the default, refines nothing.
+The older `predict --refine ID` (a SAM model named directly) still works.
 
 How the model is asked and shown the image are model arguments too: `--question-style ours|text4seg`
 (`protocol.templates.QUESTION_STYLES`; `evaluate`'s older `list`/`pipe` are deprecated aliases) and
@@ -38,6 +39,8 @@ QUESTION_STYLE_ALIASES = {"list": "ours", "pipe": "text4seg"}
 """`evaluate --question-style` spellings from before the option was shared (deprecated, with a warning)."""
 VISIBLE_MODES = ("squash", "pad", "crop")
 """`--visible` choices (`text4seg.models.preprocess.VISIBLE_MODES`; a test keeps them equal)."""
+REFINE_LIGHT = "light:"
+"""`--refine light:PATH`: the light learned refiner saved in the folder PATH."""
 
 
 class ArgsError(ValueError):
@@ -183,9 +186,10 @@ def add_refine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refine",
         default=REFINE_OFF,
-        metavar="none|sam",
-        help="refine the coarse masks with SAM ('sam': the model of --sam); 'none' (default) refines "
-        "nothing. A SAM model id or folder given here directly also works (older spelling)",
+        metavar="none|sam|light:PATH",
+        help="refine the coarse masks with SAM ('sam': the model of --sam) or with the light learned "
+        "refiner saved in PATH by `text4seg train-refiner`; 'none' (default) refines nothing. A SAM "
+        "model id or folder given here directly also works (older spelling)",
     )
     parser.add_argument(
         "--sam", default=None, metavar="ID", help=f"for --refine sam (default {DEFAULT_SAM}). {SAM_HELP}"
@@ -205,13 +209,33 @@ def sam_model(args: argparse.Namespace) -> str | None:
     """The SAM model the refine options ask for, or None for no refinement (ArgsError when
     `--refine ID` and `--sam ID2` name two different models)."""
     choice = args.refine or REFINE_OFF
-    if choice == REFINE_OFF:
+    if choice == REFINE_OFF or choice.startswith(REFINE_LIGHT):
         return None
     if choice == REFINE_SAM:
         return args.sam or DEFAULT_SAM
     if args.sam is not None and args.sam != choice:
         raise ArgsError(f"--refine {choice} and --sam {args.sam} name two SAM models; give one")
     return choice
+
+
+def light_model(args: argparse.Namespace) -> str | None:
+    """The folder of `--refine light:PATH`, or None for another choice (ArgsError when PATH is empty or
+    holds no light refiner, or when --sam is given too)."""
+    choice = getattr(args, "refine", None) or REFINE_OFF
+    if not choice.startswith(REFINE_LIGHT):
+        return None
+    from text4seg.models.light_refiner import CONFIG_NAME  # torch: only when asked for
+
+    folder = choice[len(REFINE_LIGHT) :]
+    if not folder:
+        raise ArgsError("--refine light:PATH needs the folder PATH written by `text4seg train-refiner`")
+    if getattr(args, "sam", None) is not None:
+        raise ArgsError(f"--refine {choice} and --sam {args.sam} name two refiners; give one")
+    if not (Path(folder) / CONFIG_NAME).is_file():
+        raise ArgsError(
+            f"--refine {choice}: {folder} holds no {CONFIG_NAME} (write it with `text4seg train-refiner`)"
+        )
+    return folder
 
 
 # -- checks before heavy work ------------------------------------------------------------------------
@@ -248,6 +272,7 @@ def preflight(args: argparse.Namespace) -> dict[str, Any]:
     sources.check_sources(args.model, args.adapter)
     settings = sources.saved_settings(args.model, args.adapter)
     sam = sam_model(args) if hasattr(args, "refine") else None
+    light_model(args)
     if sam is not None and sam != "tiny":
         sources.check_source(sam, "SAM model")
     sources.offline_when_unreachable(*sources.named_sources(args.model, args.adapter), sam)
@@ -265,7 +290,12 @@ def make_refiner(sam: str, device: str | None, min_iou: float = 0.5, iterations:
 
 
 def refiner_from_args(args: argparse.Namespace, device: str | None) -> Any:
-    """The `SamRefiner` the refine options describe, or None."""
+    """The `SamRefiner` or `LightRefiner` the refine options describe, or None."""
+    light = light_model(args)
+    if light is not None:
+        from text4seg.infer.light import LightRefiner
+
+        return LightRefiner.load(light, device=device)
     sam = sam_model(args)
     if sam is None:
         return None
