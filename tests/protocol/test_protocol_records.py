@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from text4seg.protocol.images import read_record_image
-from text4seg.protocol.records import RecordError, load_records, record_size
+from text4seg.protocol.records import RecordError, load_records, record_size, stream_records
 
 
 def _save(folder, image_values):
@@ -31,6 +31,26 @@ def test_relative_image_paths_resolve_after_the_folder_moves(tmp_path):
     record = load_records(new)["val"][0]
     assert record["images"][0] == str((new / "images" / "a.png").resolve())
     assert read_record_image(record["images"][0], record["id"]).size == (6, 4)
+
+
+def test_a_stream_of_a_moved_folder_resolves_its_paths_as_it_reads(tmp_path):
+    old = tmp_path / "old"
+    (old / "images").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        Image.fromarray(np.full((4, 6, 3), 100, np.uint8)).save(old / "images" / f"{name}.png")
+    _save(old, ["images/a.png", "images/b.png", "images/c.png"])
+    new = tmp_path / "moved"
+    shutil.move(old, new)
+    stream = stream_records(new, "val", num_shards=2)
+    assert isinstance(stream, datasets.IterableDataset) and stream.num_shards == 2
+    records = list(stream)
+    assert [r["id"] for r in records] == ["r0", "r1", "r2"]
+    assert [r["images"][0] for r in records] == [str((new / "images" / f"{n}.png").resolve()) for n in "abc"]
+    with pytest.raises(KeyError, match="no split 'train' \\(it has val\\)"):
+        stream_records(new, "train")
+    _save(tmp_path / "bad", ["../secret.png"])
+    with pytest.raises(RecordError, match="leaves the dataset folder"):
+        list(stream_records(tmp_path / "bad", "val"))
 
 
 def test_a_relative_path_that_leaves_the_folder_is_refused(tmp_path):

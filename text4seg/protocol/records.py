@@ -236,6 +236,20 @@ def load_records(folder: str | Path) -> Any:
     return data
 
 
+def stream_records(folder: str | Path, split: str = "train", num_shards: int = 16) -> Any:
+    """One split of the dataset saved in ``folder`` as a `datasets.IterableDataset` (records read as they
+    are iterated, shardable between processes and DataLoader workers), relative image paths resolved
+    against ``folder`` as in `load_records`. ``num_shards`` is at most the number of records."""
+    data = load_records(folder)
+    if hasattr(data, "keys"):
+        if split not in data:
+            raise KeyError(f"dataset folder {folder} has no split {split!r} (it has {', '.join(data)})")
+        data = data[split]
+    stores_paths = _stores_paths(data)
+    stream = data.with_format(None).to_iterable_dataset(num_shards=max(1, min(num_shards, len(data))))
+    return stream.map(_resolver(Path(folder).resolve()), batched=True) if stores_paths else stream
+
+
 def _stores_paths(split: Any) -> bool:
     feature = split.features.get("images")
     inner = getattr(feature, "feature", None)
