@@ -39,6 +39,7 @@ def test_binary_grid_gives_a_bool_mask_equal_to_guided_when_untrained(scene, sav
     result = LightRefiner.load(saved).refine(Image.fromarray(image), binary)
     assert result.mask.dtype == bool and result.mask.shape == image.shape[:2]
     assert np.array_equal(result.mask, grid_to_mask(binary, (40, 56), "guided", label=1, image=image))
+    assert np.array_equal(result.coarse, grid_to_mask(binary, (40, 56), "bilinear", label=1))
     assert not result.kept_coarse and result.as_dict()["seconds"]["refine"] >= 0
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from text4seg.codec import grid_to_mask
 from text4seg.infer.refine import Refinement
 from text4seg.models.light_refiner import LightRefinerNet, load_light_refiner, refine_logits
 from text4seg.protocol.images import load_image
@@ -42,8 +43,9 @@ class LightRefiner:
         key: Hashable | None = None,
     ) -> Refinement:
         """Refine a g×g label grid (0 = background) for `image`: a bool mask for a 0/1 grid, else an
-        int32 label map, at image size. `coarse` (the caller's coarse mask) is kept in the result;
-        `key` is accepted for `SamRefiner`'s signature and unused (nothing is cached)."""
+        int32 label map, at image size. `coarse` (the caller's coarse mask; default the grid upsampled
+        bilinearly) is kept in the result; `key` is accepted for `SamRefiner`'s signature and unused
+        (nothing is cached)."""
         start = time.perf_counter()
         rgb = np.asarray(load_image(image))
         grid = np.asarray(grid)
@@ -60,6 +62,6 @@ class LightRefiner:
             label_map[take] = value
             best = np.where(take, logits, best)
         mask = label_map > 0 if binary else label_map
-        if coarse is None:
-            coarse = np.zeros(size, dtype=mask.dtype)
+        if coarse is None:  # as SamRefiner: the grid upsampled by the codec's default
+            coarse = grid_to_mask(grid, size).astype(mask.dtype)
         return Refinement(mask, np.asarray(coarse), [], False, {"refine": time.perf_counter() - start})
