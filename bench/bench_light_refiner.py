@@ -16,7 +16,9 @@ training budget in CPU seconds per variant.
 
 Run: `.venv/bin/python bench/bench_light_refiner.py` (about 20 CPU minutes on one thread, 62 minutes
 of wall time on the shared 2-core machine at load 7-14; `--quick` for a smoke run). Adds (or replaces)
-the "Light learned refiner" section of bench/results/upsample.md.
+the "Light learned refiner" section of bench/results/upsample.md. Then `--library 2`: the library's own
+training (`text4seg.train.light_refiner`, 2 CPU minutes) scored the same way, written at the section's
+end. Budgets are CPU seconds, so the steps reached (and the last digits) vary with the machine's load.
 """
 
 from __future__ import annotations
@@ -280,13 +282,65 @@ def write_section(lines: list[str]) -> None:
     OUT.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
 
 
+LIBRARY_PART = "### Trained by the library"
+
+
+def library_check(n_train: int, budget_s: float) -> list[str]:
+    """The path users take: `text4seg.train.light_refiner` (its examples, loop and sampler) trained on
+    bench items of the same seed, scored by `refine_logits` on the same test split against guided."""
+    from text4seg.train.light_refiner import RefinerTraining, example, train_light_refiner
+
+    items = [item for items in train_items(n_train).values() for item in items]
+    examples = [example(image, mask, (16, 16), CONFIG) for image, mask in items]
+    net, info = train_light_refiner(examples, CONFIG, RefinerTraining(cpu_seconds=budget_s))
+    lines = [
+        "",
+        LIBRARY_PART,
+        "",
+        f"`train_light_refiner` (what `text4seg train-refiner` runs) on {len(examples)} items of the same "
+        f"seed ({n_train} per generator), {info['steps']} steps in {info['cpu_seconds']:.0f} CPU s; "
+        "`--library` of the command above. cIoU on the same test split:",
+        "",
+        "| set | guided | light (library) | gain |",
+        "|---|---|---|---|",
+    ]
+    for name, test in test_items(120).items():
+        guided = score(test, methods({})["guided"])["ciou"]
+        light = score(test, lambda image, grid: refine_logits(net, image, grid) >= 0)["ciou"]
+        lines.append(f"| {name} | {guided:.4f} | {light:.4f} | {(light - guided) * 100:+.1f} points |")
+    return lines
+
+
+def write_library_part(lines: list[str]) -> None:
+    """Put the library check at the end of the section (replacing an earlier one)."""
+    text = OUT.read_text()
+    start, part = text.find(SECTION), text.find(LIBRARY_PART)
+    end = text.find("\n## ", start + len(SECTION))
+    end = len(text) if end < 0 else end
+    head = text[: part - 1] if part > start >= 0 else text[:end].rstrip("\n")
+    tail = text[end:].strip("\n")
+    OUT.write_text(head.rstrip("\n") + "\n" + "\n".join(lines) + "\n" + ("\n" + tail + "\n" if tail else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few items, a few seconds of training")
     parser.add_argument("--minutes", type=float, default=8.0, help="CPU minutes of training per variant")
     parser.add_argument("--train-items", type=int, default=400, help="items per generator (shapes: half)")
+    parser.add_argument(
+        "--library",
+        type=float,
+        metavar="MINUTES",
+        help="only the check of the library's training (text4seg.train.light_refiner) for MINUTES CPU "
+        "minutes on 160 items per generator; written at the end of the section (run it after the main run)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.library:
+        lines = library_check(160, args.library * 60)
+        print("\n".join(lines))
+        write_library_part(lines)
+        return
     load = os.getloadavg()
     n_test, n_train, budget = (12, 24, 10.0) if args.quick else (120, args.train_items, args.minutes * 60)
     start = time.perf_counter()
