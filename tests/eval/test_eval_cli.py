@@ -40,6 +40,7 @@ def test_evaluate_command_writes_report_lines_and_overlays(saved, tmp_path, caps
     report = json.loads((out / "report.json").read_text())
     assert report["info"]["n_samples"] == 5 and report["info"]["processes"] == 1
     assert report["info"]["repaired_outputs"] == 0  # constrained decoding: every answer parses strictly
+    assert report["info"]["refine"] == "sam" and report["info"]["visible"] is None  # as asked (ARGS)
     group = report["metrics"]["refer"]["grefcoco"]
     assert set(group) == {"coarse", "guided", "refined"} and group["coarse"]["n"] == 5
     assert group["guided"]["n"] == 5

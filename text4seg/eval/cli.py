@@ -155,8 +155,10 @@ def _run(args: argparse.Namespace) -> int:
         "data": str(Path(args.data)),
         "grid": list(segmenter.fmt.grid),
         "constrained": args.constrained,
+        "refine": args.refine,
         "sam": sam_model(args),
         "question_style": segmenter.question_style,
+        "visible": args.visible,
     }
     try:
         report = evaluate(
