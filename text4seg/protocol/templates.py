@@ -8,8 +8,7 @@ so a build is reproducible and does not depend on the order or the process that 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Protocol
 
 REFER_QUESTIONS: tuple[str, ...] = (
     "Please segment {expression} in this image.",
@@ -96,6 +95,13 @@ def style_question(style: str, classes: tuple[str, ...] | list[str] | None = Non
     return " | ".join(classes).replace("{", "{{").replace("}", "}}")
 
 
+class Draws(Protocol):
+    """What the templates draw from: ``integers(n)``, a uniform int in [0, n) (a ``numpy.random.Generator``,
+    or the build's per-record `text4seg.data.seeded.RecordRng`, which draws the same values)."""
+
+    def integers(self, high: int) -> object: ...
+
+
 @dataclass(frozen=True)
 class Turn:
     """The user question and the answer sentence that precedes the ``<seg>`` block."""
@@ -104,7 +110,7 @@ class Turn:
     answer: str
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+def _pick(rng: Draws, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
@@ -119,7 +125,7 @@ def _join(names: list[str]) -> str:
 
 
 def render(
-    rng: np.random.Generator,
+    rng: Draws,
     task: str,
     variant: str,
     expression: str,
