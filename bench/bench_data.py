@@ -214,10 +214,10 @@ def main() -> None:
         f"({args.num_images / synth_s:.0f} images/s).",
         "",
         "### Record building (`text4seg.data.build.build`, grid 16, nearest; includes loading, mask decoding, "
-        "encoding, writing with save_to_disk)",
+        "encoding, writing the Arrow files of the save_to_disk layout)",
         "",
         "| source | num_proc | records | seconds (total) | records/s (total) | load s | records s (parallel part) "
-        "| records/s (parallel part) | write s (save_to_disk) |",
+        "| records/s (parallel part) | write s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, num_proc, total, seconds, phases in rows:
@@ -233,9 +233,9 @@ def main() -> None:
     lines += [
         "",
         "coco = three tasks per image (category masks, numbered instances, semantic questions: all / subset / "
-        "with absent classes). `num_proc` parallelises the records phase (mask decoding, grids, text; the "
-        "conversion to Arrow in chunks stays in the main process); loading and save_to_disk (and storing each "
-        "image once) run in one process. A speed-up from 2 "
+        "with absent classes). `num_proc` parallelises the records phase (mask decoding, grids, text and "
+        "the conversion to Arrow, each worker sending its chunk as Arrow bytes); loading, writing the Arrow "
+        "files and storing each image once run in the main process. A speed-up from 2 "
         "processes needs 2 free cores, which this shared machine did not have (see the load average).",
         "",
         "Where the records-phase time goes (refcoco, `build_records` only, CPU seconds from `os.times`): with 2 "
