@@ -37,8 +37,8 @@ def _vision_params(model):
     }
 
 
-LEARNING = {"optim": {"lr": 5e-3}, "loop": {"max_steps": 3}}
-"""Three steps on one batch at a learning rate every tiny model descends at. The first AdamW step moves each
+LEARNING = {"optim": {"lr": 5e-3}, "loop": {"max_steps": 2}}
+"""Two steps on one batch at a learning rate every tiny model descends at. The first AdamW step moves each
 LoRA weight by about the rate, whatever its gradient's size: at 2e-2 tiny LLaVA overshoots (the loss of
 built records rose 6.429 -> 6.465 at the second step; of the earlier hand-made ones, 6.294 -> 6.731 at the
 fourth); at 1e-2 and 5e-3 it fell at every step on every pair of records tried."""
@@ -56,7 +56,7 @@ def test_each_arch_learns_with_lora_and_spares_the_vision_tower(arch, records, t
     before = _vision_params(model)
     assert before
     result = train(_config(tmp_path, **LEARNING), train_dataset=records[:2], model=model, processor=processor)
-    assert _descends(result.losses, 3), result.losses  # the same batch each step: every step must help
+    assert _descends(result.losses, 2), result.losses  # the same batch twice: the step must help
     after = _vision_params(model)
     assert set(after) == set(before)
     for name, value in before.items():
@@ -239,7 +239,7 @@ def test_runs_with_other_mixed_precision_in_one_process(records, tmp_path):
     cfg = _config(tmp_path / "b", **llava, loop={**LEARNING["loop"], "mixed_precision": "bf16"})
     second = train(cfg, train_dataset=records[:2])  # autocast to bf16 on the CPU
     assert second.losses[0] == pytest.approx(first.losses[0], rel=1e-2)
-    assert _descends(second.losses, 3), second.losses
+    assert _descends(second.losses, 2), second.losses
 
 
 @pytest.mark.slow
