@@ -181,19 +181,8 @@ def refine(net: LightRefinerNet, name: str, image: np.ndarray, grid: np.ndarray)
 
 def score(items: list[Item], predict: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> dict[str, float]:
     """cIoU and mean IoU per mask size of `predict(image, grid)` against the truth."""
-    inter = union = 0
-    by_size: dict[str, list[float]] = {name: [] for name, _, _ in bu.SIZES}
-    for image, mask in items:
-        pred = predict(image, mask_to_grid(mask, 16).astype(np.int64))
-        i, u = int((pred & mask).sum()), int((pred | mask).sum())
-        inter, union = inter + i, union + u
-        size = next(name for name, low, high in bu.SIZES if low <= int(mask.sum()) < high)
-        by_size[size].append(i / u)
-    out = {"ciou": inter / union}
-    for name, values in by_size.items():
-        out[name] = float(np.mean(values)) if values else float("nan")
-        out[f"n_{name}"] = len(values)
-    return out
+    preds = (predict(image, mask_to_grid(mask, 16).astype(np.int64)) for image, mask in items)
+    return bu.score_masks(zip(preds, (mask for _, mask in items), strict=True))
 
 
 def methods(nets: dict[str, LightRefinerNet]) -> dict[str, Callable]:

@@ -26,7 +26,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # one BLAS thread: on a shared 2-core machine OpenBLAS's spinning threads make bilinear's two small
@@ -149,10 +149,16 @@ def upsample(grid: np.ndarray, image: np.ndarray, method: str, **params) -> np.n
 
 def score(items: list[Item], grids: list[np.ndarray], method: str, **params) -> dict[str, float]:
     """cIoU (summed intersections over summed unions) and mean IoU per mask size."""
+    preds = (upsample(grid, image, method, **params) for (image, _), grid in zip(items, grids, strict=True))
+    return score_masks(zip(preds, (mask for _, mask in items), strict=True))
+
+
+def score_masks(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """cIoU (summed intersections over summed unions) and mean IoU per mask size of (prediction, truth)
+    pairs (also bench_light_refiner's scorer)."""
     inter = union = 0
     by_size: dict[str, list[float]] = {name: [] for name, _, _ in SIZES}
-    for (image, mask), grid in zip(items, grids, strict=True):
-        pred = upsample(grid, image, method, **params)
+    for pred, mask in pairs:
         i, u = int((pred & mask).sum()), int((pred | mask).sum())
         inter, union = inter + i, union + u
         area = int(mask.sum())
