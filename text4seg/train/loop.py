@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .clock import RunClock
 from .collate import IGNORE_INDEX
 from .config import TrainConfig
 
@@ -83,8 +84,8 @@ class Run:
     started: float
     by_time: bool  # a run bounded by its time budget (schedule_by=time) shows seconds, not steps
     save: Callable[[dict[str, Any]], Path]  # writes a checkpoint of a state (every process)
+    clock: RunClock  # the elapsed time every process agrees on (read once per optimizer step)
     processor: Any = None
-    clock: Any = None  # train.clock.RunClock: the elapsed time every process agrees on
     base_name: str = ""  # what an adapter of the run names as its base model
     asking: Any = None  # text4seg.protocol.asking.Asking written beside the model
     parameters: tuple[int, int] = (0, 0)  # (trainable, total)
@@ -250,7 +251,7 @@ class Loop:
                 self.grad_norm = acc.clip_grad_norm_(run.model.parameters(), run.config.optim.max_grad_norm)
             run.optimizer.step()
             if acc.sync_gradients:
-                self._tick()
+                run.clock.tick()  # the same reading on every process
                 run.scheduler.step()
             run.optimizer.zero_grad()
         if not empty:
@@ -258,15 +259,6 @@ class Loop:
             self.micro_losses.append(float(acc.reduce(raw_loss.detach(), reduction="mean")))
             self.tokens += int((batch["labels"] != IGNORE_INDEX).sum())
         return not empty
-
-    def _tick(self) -> float:
-        """Read the run's clock for this optimizer step (the same value on every process)."""
-        clock = self.run.clock
-        return clock.tick() if clock is not None else time.monotonic() - self.run.started
-
-    def _elapsed(self) -> float:
-        clock = self.run.clock
-        return clock.elapsed if clock is not None else time.monotonic() - self.run.started
 
     def _step_record(self, state: dict[str, Any]) -> dict[str, Any]:
         """The log record of the optimizer step just taken (resets the per-step counters)."""
@@ -281,7 +273,7 @@ class Loop:
             "grad_norm": float(grad_norm) if grad_norm is not None else None,
             "answer_tokens": self.tokens,
             "step_seconds": round(now - self.step_started, 4),
-            "elapsed": round(self._elapsed(), 3),
+            "elapsed": round(run.clock.elapsed, 3),
         }
         self.micro_losses, self.tokens, self.step_started = [], 0, now
         return record
@@ -305,7 +297,7 @@ class Loop:
         stop = "callback" if any([bool(cb(dict(record))) for cb in self.callbacks]) else None
         if record["step"] >= self.run.total_steps:
             return stop or ("max_steps" if loop.max_steps else "epochs")
-        if loop.max_minutes is not None and self._elapsed() / 60 >= loop.max_minutes:
+        if loop.max_minutes is not None and self.run.clock.elapsed / 60 >= loop.max_minutes:
             return stop or "time"
         return stop
 
