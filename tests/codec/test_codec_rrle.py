@@ -315,3 +315,34 @@ def test_deprecated_rle_module_still_imports():
 def test_an_answer_with_no_row_at_all_is_no_target():
     d = t4s.decode("I cannot find it in the image.")
     assert d.is_empty and "text_before" in {r.kind for r in d.report}
+
+
+def _reference_text(grid: np.ndarray, labels: list[str], fmt: t4s.DescriptorFormat) -> str:
+    """R-RLE written cell by cell, the plain way (what `grid_to_text` must give)."""
+    rows = []
+    for row in grid.tolist():
+        runs, start = [], 0
+        for j in range(1, len(row) + 1):
+            if j == len(row) or row[j] != row[start]:
+                runs.append(f"{labels[row[start]]}{fmt.count_sep}{j - start}")
+                start = j
+        rows.append(fmt.run_sep.join(runs))
+    return fmt.row_sep.join(rows) + fmt.end
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(grids(), min_size=1, max_size=4))
+def test_unchecked_writer_equals_grid_to_text(cases):
+    """The build's fast path (no label or grid checks, rows remembered across calls with the same
+    labels) writes exactly what the checked `grid_to_text` writes."""
+    from text4seg.codec.rrle import write_checked_grid
+
+    remembered: dict = {}
+    for g, grid, labels in cases:
+        fmt = t4s.TEXT4SEG.with_grid(g)
+        expected = t4s.grid_to_text(grid, labels, fmt)
+        assert expected == _reference_text(grid, labels, fmt)
+        assert write_checked_grid(grid, labels, fmt) == expected
+        fixed = ["others", "target"]  # a shared row memory is only valid for one label list
+        binary = (grid > 0).astype(np.int32)
+        assert write_checked_grid(binary, fixed, fmt, remembered) == t4s.grid_to_text(binary, fixed, fmt)

@@ -28,6 +28,7 @@ __all__ = [
     "grid_to_text",
     "parse_lenient",
     "parse_strict",
+    "write_checked_grid",
 ]
 
 
@@ -98,17 +99,35 @@ def _check_grid(grid: np.ndarray, n_labels: int) -> np.ndarray:
 def grid_to_text(grid: np.ndarray, labels: Sequence[str], fmt: DescriptorFormat = TEXT4SEG) -> str:
     """Write a label grid as R-RLE descriptor text (no answer tags); `labels[v]` names grid value v."""
     labels = check_labels(labels, fmt)
-    grid = _check_grid(grid, len(labels))
+    return write_checked_grid(_check_grid(grid, len(labels)), labels, fmt)
+
+
+def _row_text(row: list[int], names: list[str], run_sep: str) -> str:
+    runs, start = [], 0
+    for j in range(1, len(row)):
+        if row[j] != row[j - 1]:
+            runs.append(f"{names[row[start]]}{j - start}")
+            start = j
+    runs.append(f"{names[row[start]]}{len(row) - start}")
+    return run_sep.join(runs)
+
+
+def write_checked_grid(
+    grid: np.ndarray, labels: Sequence[str], fmt: DescriptorFormat, rows_seen: dict | None = None
+) -> str:
+    """`grid_to_text` without its checks, for a caller whose grid and labels passed them already (a 2-D
+    integer grid with values in ``[0, len(labels))``, labels accepted by `check_labels`); unchecked
+    input gives wrong text, not an error. ``rows_seen`` (row values -> row text) may be kept by the
+    caller across calls with the same labels and format: each distinct row is written once."""
     names = [f"{label}{fmt.count_sep}" for label in labels]
+    seen: dict = {} if rows_seen is None else rows_seen
     rows = []
     for row in grid.tolist():
-        runs, start = [], 0
-        for j in range(1, len(row)):
-            if row[j] != row[j - 1]:
-                runs.append(f"{names[row[start]]}{j - start}")
-                start = j
-        runs.append(f"{names[row[start]]}{len(row) - start}")
-        rows.append(fmt.run_sep.join(runs))
+        key = tuple(row)
+        text = seen.get(key)
+        if text is None:
+            text = seen[key] = _row_text(row, names, fmt.run_sep)
+        rows.append(text)
     return fmt.row_sep.join(rows) + fmt.end
 
 

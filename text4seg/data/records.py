@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from text4seg.codec import DescriptorFormat, check_labels, format_answer, grid_to_text
 from text4seg.codec.grid import label_map_to_grid, mask_to_box, mask_to_grid, nearest_indices
+from text4seg.codec.rrle import write_checked_grid
 from text4seg.protocol import templates
 from text4seg.protocol.records import encode_counts
 
@@ -74,6 +76,17 @@ _MARK = (
 )
 
 
+_ROWS_SEEN: dict[tuple[DescriptorFormat, int], dict] = {}
+"""Row text already written with the stand-in labels, by format and label count (rows repeat across
+images: each distinct row is written once per process)."""
+_MAX_ROWS_SEEN = 20_000
+
+
+@lru_cache(maxsize=64)
+def _stand_ins(n_labels: int) -> list[str]:
+    return [f"{_MARK}{k}{_MARK}" for k in range(1, n_labels)]
+
+
 @dataclass(frozen=True)
 class _Geometry:
     """What a record's targets look like: shared by every sentence with the same annotations."""
@@ -90,9 +103,12 @@ class _Geometry:
         its own labels in."""
         if any(_MARK in label for label in labels):
             return grid_to_text(self.grid, labels, fmt)
-        stand_ins = [f"{_MARK}{k}{_MARK}" for k in range(1, len(labels))]
-        if fmt not in self._texts:
-            self._texts[fmt] = grid_to_text(self.grid, [labels[0], *stand_ins], fmt)
+        stand_ins = _stand_ins(len(labels))
+        if fmt not in self._texts:  # the grid's values index the labels by construction
+            rows_seen = _ROWS_SEEN.setdefault((fmt, len(labels)), {})
+            if len(rows_seen) > _MAX_ROWS_SEEN:
+                rows_seen.clear()
+            self._texts[fmt] = write_checked_grid(self.grid, [labels[0], *stand_ins], fmt, rows_seen)
         text = self._texts[fmt]
         for stand_in, label in zip(stand_ins, labels[1:], strict=True):
             text = text.replace(stand_in, label)
