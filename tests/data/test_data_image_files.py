@@ -147,3 +147,85 @@ def test_plain_png_is_sized_without_decoding_its_pixels(tmp_path, monkeypatch):
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: loads.append(1))
     assert upright_size(tmp_path / "plain.png", "plain.png") == (40, 20)
     assert not loads
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def _png_with_text(path) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", '<x tiff:Orientation="6"/>')
+    Image.new("RGB", (40, 20)).save(path, pnginfo=info)
+
+
+def _damaged(source_writer, cut):
+    def write(path):
+        source_writer(path)
+        path.write_bytes(cut(path.read_bytes()))
+
+    return write
+
+
+_PLAIN = {  # files the fast path must read itself
+    "baseline.jpg": lambda p: Image.new("RGB", (40, 20), "red").save(p),
+    "progressive.jpg": lambda p: Image.new("RGB", (33, 17)).save(p, progressive=True),
+    "gray.jpg": lambda p: Image.new("L", (16, 48)).save(p),
+    "comment.jpg": lambda p: Image.new("RGB", (40, 20)).save(p, comment=b"hello"),
+    "rgb.png": lambda p: Image.new("RGB", (40, 20)).save(p),
+    "gray16.png": lambda p: Image.new("I;16", (21, 13)).save(p),
+    "interlaced.png": lambda p: Image.new("RGB", (12, 7)).save(p, interlace=1),
+}
+_LEFT_TO_PIL = {  # files the fast path must hand to PIL (orientation, formats, damage)
+    "palette.png": lambda p: Image.new("P", (9, 30)).save(p),  # PLTE before the pixels
+    "exif6.jpg": lambda p: Image.new("RGB", (40, 20)).save(p, exif=_exif(6)),
+    "exif1.jpg": lambda p: Image.new("RGB", (40, 20)).save(p, exif=_exif(1)),
+    "cmyk.jpg": lambda p: Image.new("CMYK", (40, 20)).save(p),
+    "icc.jpg": lambda p: Image.new("RGB", (40, 20)).save(p, icc_profile=b"\0" * 200),
+    "xmp.png": _png_with_text,
+    "late_exif.png": lambda p: _png_with_exif_after_pixels(p, 6),
+    "exif.png": lambda p: Image.new("RGB", (40, 20)).save(p, exif=_exif(8)),
+    "header_only.png": lambda p: _png_header(p, 40, 20),
+    "bad_crc.png": _damaged(
+        lambda p: Image.new("RGB", (40, 20)).save(p), lambda d: d[:29] + b"\0\0\0\0" + d[33:]
+    ),
+    "no_frame.jpg": _damaged(lambda p: Image.new("RGB", (40, 20)).save(p), lambda d: d[:20]),
+    "bad_tables.jpg": _damaged(
+        lambda p: Image.new("RGB", (40, 20)).save(p),
+        lambda d: d.replace(b"\xff\xdb\x00\x43", b"\xff\xdb\x00\x40", 1),
+    ),
+    "image.gif": lambda p: Image.new("P", (40, 20)).save(p),
+    "image.bmp": lambda p: Image.new("RGB", (40, 20)).save(p),
+}
+
+
+def _pil_only(path, monkeypatch) -> tuple[int, int] | str:
+    """What `upright_size` gives with PIL reading every header (the rule the fast path must keep)."""
+    from text4seg.data import image_files
+
+    with monkeypatch.context() as patch:
+        patch.setattr(image_files, "plain_header_size", lambda path: None)
+        try:
+            return upright_size(path, path.name)
+        except ImageFileProblem as err:
+            return err.reason
+
+
+@pytest.mark.parametrize("name", sorted({**_PLAIN, **_LEFT_TO_PIL}))
+def test_header_fast_path_agrees_with_pil(tmp_path, monkeypatch, name):
+    from text4seg.data.image_files import plain_header_size
+
+    path = tmp_path / name
+    {**_PLAIN, **_LEFT_TO_PIL}[name](path)
+    fast = plain_header_size(path)
+    assert (fast is not None) == (name in _PLAIN)
+    expected = _pil_only(path, monkeypatch)
+    if fast is not None:
+        assert fast == expected
+    try:
+        got: tuple[int, int] | str = upright_size(path, name)
+    except ImageFileProblem as err:
+        got = err.reason
+    assert got == expected

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+import zlib
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
@@ -80,18 +81,24 @@ def _png_ends_with_pixels(path: Path) -> bool:
     """Whether a PNG file has no chunk after its pixel data (IDAT) but IEND, found by walking the chunk
     headers only. Then everything PIL would read as EXIF or XMP was read with the header, and the
     orientation needs no decode; otherwise (or for a damaged file) PIL must load it to find out."""
-    seen_pixels = False
-    with open(path, "rb") as f:
-        if f.read(8) != _PNG_SIGNATURE:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, 8, 0) == _PNG_SIGNATURE and _chunks_end_with_pixels(fd)
+    finally:
+        os.close(fd)
+
+
+def _chunks_end_with_pixels(fd: int) -> bool:
+    """`_png_ends_with_pixels` for an open PNG file (one small read per chunk header)."""
+    seen_pixels, pos = False, len(_PNG_SIGNATURE)
+    while len(header := os.pread(fd, 8, pos)) == 8:
+        kind = header[4:]
+        if kind == b"IEND":
+            return seen_pixels
+        if kind != b"IDAT" and seen_pixels:
             return False
-        while len(header := f.read(8)) == 8:
-            length, kind = int.from_bytes(header[:4], "big"), header[4:]
-            if kind == b"IEND":
-                return seen_pixels
-            if kind != b"IDAT" and seen_pixels:
-                return False
-            seen_pixels = seen_pixels or kind == b"IDAT"
-            f.seek(length + 4, os.SEEK_CUR)
+        seen_pixels = seen_pixels or kind == b"IDAT"
+        pos += 12 + int.from_bytes(header[:4], "big")
     return False
 
 
@@ -119,8 +126,105 @@ def _too_large(height: int, width: int, file_name: str) -> str:
     return ""
 
 
+_HEAD_BYTES = 4096
+"""How much of a file `plain_header_size` reads: a plain JPEG's markers before its pixels fit."""
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xDE})
+_JPEG_KEPT = frozenset({0xC4, 0xDD, 0xFE})  # DHT, DRI, COM: PIL skips or stores them, checking nothing
+
+
+def _jpeg_tables_ok(body: bytes) -> bool:
+    """Whether PIL accepts a DQT segment: whole tables of 64 one- or two-byte values."""
+    while body:
+        size = 1 + (64 if body[0] < 16 else 128)
+        if len(body) < size:
+            return False
+        body = body[size:]
+    return True
+
+
+def _jpeg_segment_ok(marker: int, body: bytes) -> bool:
+    """Whether PIL reads a segment before the frame header without complaint, and it holds nothing
+    that bears on the orientation (APP1 EXIF/XMP, APP2 MPO/ICC and the other APPn are left to PIL)."""
+    if marker == 0xDB:
+        return _jpeg_tables_ok(body)
+    if marker == 0xE0:
+        return not body.startswith(b"JFIF") or len(body) >= 7
+    return marker in _JPEG_KEPT
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG whose segments up to its first scan are ones PIL opens without EXIF,
+    XMP or MPO data (so upright as stored); None when PIL must decide."""
+    pos, size = 2, None
+    while pos + 4 <= len(head) and head[pos] == 0xFF:
+        marker, end = head[pos + 1], pos + 2 + (head[pos + 2] << 8 | head[pos + 3])
+        if end < pos + 4 or end > len(head):
+            return None
+        if marker == 0xDA:  # start of scan: PIL stops here
+            return size if size and min(size) > 0 else None
+        if marker in _JPEG_SOF:
+            body = head[pos + 4 : end]
+            if len(body) < 6 or body[0] != 8 or body[5] not in (1, 3, 4):
+                return None
+            size = (body[3] << 8 | body[4], body[1] << 8 | body[2])
+        elif marker not in _JPEG_KEPT and not _jpeg_segment_ok(marker, head[pos + 4 : end]):
+            return None
+        pos = end
+    return None
+
+
+def _png_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG whose header chunk (checksum right, a mode PIL knows) is followed
+    directly by its pixels, so nothing before them holds EXIF, XMP or text; None otherwise."""
+    from PIL.PngImagePlugin import _MODES
+
+    ihdr = head[8:33]
+    if len(head) < 41 or ihdr[:8] != b"\x00\x00\x00\x0dIHDR" or head[37:41] != b"IDAT":
+        return None
+    if zlib.crc32(ihdr[4:21]) != int.from_bytes(ihdr[21:25], "big"):
+        return None
+    width, height = int.from_bytes(ihdr[8:12], "big"), int.from_bytes(ihdr[12:16], "big")
+    if (ihdr[16], ihdr[17]) not in _MODES or ihdr[19] or not (width > 0 and height > 0):
+        return None
+    return width, height
+
+
+def plain_header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a plain JPEG or PNG read from its first bytes, without PIL: only for files
+    PIL would open as that format with no orientation to apply (no EXIF or XMP anywhere it looks);
+    None for anything else (other formats, EXIF, unusual or damaged headers), which PIL then reads.
+    A fast path: 10-20 µs against PIL's ~140 µs per file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        head = os.read(fd, _HEAD_BYTES)
+        if head.startswith(b"\xff\xd8\xff"):
+            return _jpeg_size(head)
+        if head.startswith(_PNG_SIGNATURE):
+            size = _png_size(head)
+            return size if size is not None and _chunks_end_with_pixels(fd) else None
+        return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _within_limits(size: tuple[int, int] | None, file_name: str) -> bool:
+    """Whether neither PIL's decompression-bomb limit nor ours refuses ``size``."""
+    if size is None:
+        return False
+    bomb = Image.MAX_IMAGE_PIXELS
+    return not (bomb and size[0] * size[1] > bomb) and not _too_large(size[1], size[0], file_name)
+
+
 def upright_size(path: Path, file_name: str) -> tuple[int, int]:
     """(width, height) of the image as shown upright (EXIF orientation applied), from its header."""
+    size = plain_header_size(path)
+    if _within_limits(size, file_name):
+        return size
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
