@@ -8,6 +8,7 @@ from pycocotools import mask as mask_utils
 
 from text4seg.data.masks import (
     BadAnnotation,
+    checked_string_runs,
     decode_segmentation,
     encode_counts,
     merged_mask,
@@ -113,3 +114,53 @@ def test_vectorised_run_parser_and_cell_sampling_match_pycocotools():
     assert rle_runs(rle["counts"]).tolist() == rle_string_counts(rle["counts"])
     rows, cols = np.array([0, 7, 29]), np.array([0, 13, 21, 39])
     assert np.array_equal(sample_rle(rle, rows, cols), mask[np.ix_(rows, cols)])
+
+
+def _detail(parse, counts: bytes) -> str | list[int]:
+    try:
+        return parse(counts)
+    except BadAnnotation as err:
+        return f"{err.reason}: {err.detail}"
+
+
+def test_checked_string_parser_equals_the_plain_one():
+    """The vectorised, checked parser gives the same runs, or the same complaint, as the loop."""
+    rng = np.random.default_rng(3)
+    strings = []
+    for shape in [(H, W), (480, 640), (3000, 4000)]:  # numbers of 1 to 5 characters
+        mask = rng.random(shape) < 0.5
+        mask[:, shape[1] // 2 :] = rng.random() < 0.5
+        strings.append(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"])
+    good = strings[0]
+    strings += [
+        b"",
+        good + b"\x7f",  # a character out of the code
+        good[:-1] + b"o",  # ends inside a number (0x20 bit set on the last character)
+        b"0" + b"`" * 6 + b"0" + b"1",  # an overlong (7-character) number: the loop decides
+        b"1" + b"2" + b"3" + b"X",  # a negative run
+        b" abc",
+    ]
+    for counts in strings:
+        assert _detail(checked_string_runs, counts) == _detail(rle_string_counts, counts), counts[:20]
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [[0, 5, H * W - 5], [3, 0, 2, 4, H * W - 9], [0, 0, 5, H * W - 5], [H * W - 1, 1], [2, 1, 0, 0, 1, H * W - 4]],
+)
+def test_uncompressed_rle_with_empty_runs_is_written_canonically(counts):
+    rle = segmentation_rle({"size": [H, W], "counts": counts}, H, W)
+    decoded = mask_utils.decode(rle)
+    assert rle["counts"] == mask_utils.encode(np.asfortranarray(decoded))["counts"]
+    flat = np.repeat(np.arange(len(counts)) % 2, counts).astype(np.uint8)
+    assert np.array_equal(decoded.reshape(-1, order="F"), flat)
+
+
+def test_polygon_values_of_other_number_types():
+    base = [2.0, 2.0, 12.0, 2.0, 12.0, 12.0]
+    as_numpy = [np.float64(v) for v in base]  # a float subclass: accepted, like a float
+    assert np.array_equal(decode_segmentation([as_numpy], H, W), decode_segmentation([base], H, W))
+    for bad in [True, "2", None, np.float32(2.0)]:
+        with pytest.raises(BadAnnotation) as info:
+            decode_segmentation([[bad, *base[1:]]], H, W)
+        assert info.value.reason == "bad_polygon"

@@ -8,6 +8,7 @@ per image and writes the records.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from .issues import Issue
@@ -46,8 +47,9 @@ class RecordSpec:
     ref_id: int = -1
     sent_id: int = -1
 
-    @property
+    @cached_property
     def ann_ids(self) -> list[int]:
+        """Every annotation of the record, in target order (do not change the list)."""
         return [a for anns in self.target_anns for a in anns]
 
 

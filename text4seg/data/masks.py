@@ -40,6 +40,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+_PLAIN_NUMBERS = frozenset({int, float})
+
+
+def _numbers(values: list | tuple) -> bool:
+    """Whether every value is a finite int or float (not a bool): `_is_number` for each, with a
+    quicker route when every value is exactly an int or a float."""
+    if set(map(type, values)) <= _PLAIN_NUMBERS:
+        return all(map(math.isfinite, values))
+    return all(_is_number(v) for v in values)
+
+
 def rle_string_counts(counts: bytes) -> list[int]:
     """Run lengths of a COCO compressed-RLE string (the LEB128-like code pycocotools writes)."""
     out: list[int] = []
@@ -89,7 +100,7 @@ def _polygons(segmentation: list, height: int, width: int, dropped: list[str] | 
         raise BadAnnotation("empty_mask", "segmentation is an empty polygon list")
     polygons, small = [], []
     for k, polygon in enumerate(segmentation):
-        if not isinstance(polygon, (list, tuple)) or not all(_is_number(v) for v in polygon):
+        if not isinstance(polygon, (list, tuple)) or not _numbers(polygon):
             raise BadAnnotation("bad_polygon", f"polygon {k} is not a list of finite numbers")
         if len(polygon) % 2:
             raise BadAnnotation(
@@ -98,7 +109,7 @@ def _polygons(segmentation: list, height: int, width: int, dropped: list[str] | 
         if len(polygon) < 6:
             small.append(f"polygon {k} has {len(polygon) // 2} points (< 3)")
             continue
-        polygon = [float(v) for v in polygon]
+        polygon = list(map(float, polygon))
         _check_inside(polygon, k, height, width)
         polygons.append(polygon)
     if not polygons:
@@ -117,7 +128,7 @@ def _rle(segmentation: dict, height: int, width: int) -> dict:
             "rle_size_mismatch", f"RLE size {size} differs from the image size [{height}, {width}]"
         )
     if isinstance(counts, list):
-        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        if not _non_negative_ints(counts):
             raise BadAnnotation("bad_rle", "uncompressed RLE counts must be non-negative integers")
         total = sum(counts)
         if total != height * width:
@@ -127,7 +138,7 @@ def _rle(segmentation: dict, height: int, width: int) -> dict:
         return _canonical_rle(counts, height, width)
     if isinstance(counts, (str, bytes)):
         raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
-        runs = rle_string_counts(raw)
+        runs = checked_string_runs(raw)
         total = sum(runs)
         if total != height * width:
             raise BadAnnotation(
@@ -137,9 +148,38 @@ def _rle(segmentation: dict, height: int, width: int) -> dict:
     raise BadAnnotation("bad_rle", f"RLE counts of type {type(counts).__name__}")
 
 
+def _non_negative_ints(counts: list) -> bool:
+    if set(map(type, counts)) <= {int}:
+        return not counts or min(counts) >= 0
+    return all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+
+
+MAX_RLE_DIGITS = 6
+"""Most characters in one number of a compressed-RLE string that `checked_string_runs` decodes with
+numpy (30 bits, so no sum of them overflows int64; a 10,000 x 10,000 mask needs 6); longer numbers
+go through `rle_string_counts`."""
+
+
+def checked_string_runs(counts: bytes) -> list[int]:
+    """`rle_string_counts` (same values, same `BadAnnotation` for a bad string), vectorised: a string
+    that the numpy route finds anything wrong with (bad character, unfinished or overlong number,
+    negative run) is decoded again by `rle_string_counts` to say what, where it does."""
+    digits = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if not digits.size or not 0 <= digits.min() <= digits.max() < 64 or digits[-1] & 0x20:
+        return rle_string_counts(counts)  # to say what is wrong
+    starts, lengths = _numbers_of(digits)
+    if lengths.max() <= MAX_RLE_DIGITS:
+        runs = _digit_runs(digits, starts, lengths)
+        if runs.min() >= 0:
+            return runs.tolist()
+    return rle_string_counts(counts)
+
+
 def _canonical_rle(runs: list[int], height: int, width: int) -> dict:
     """Compressed RLE of ``runs`` written the way pycocotools encodes a decoded mask: no empty run
     but a leading background one, so its ``counts`` are byte-identical to ``encode(decode(rle))``."""
+    if 0 not in runs[1:]:  # already canonical: a leading run (maybe empty) and no other empty one
+        return mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
     merged: list[int] = [0]
     value = 0
     for k, run in enumerate(runs):
@@ -198,14 +238,26 @@ def union_rle(rles: list[dict], height: int, width: int) -> dict:
 def rle_runs(counts: bytes) -> np.ndarray:
     """Run lengths of a compressed-RLE string written by pycocotools (vectorised `rle_string_counts`,
     for trusted strings: no checks)."""
-    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
-    ends = np.flatnonzero((chars & 0x20) == 0)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    lengths = ends - starts + 1
-    position = np.arange(chars.size) - np.repeat(starts, lengths)
-    values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
-    negative = (chars[ends] & 0x10) != 0
-    values[negative] -= np.int64(1) << (5 * lengths[negative])
+    digits = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    return _digit_runs(digits, *_numbers_of(digits))
+
+
+def _numbers_of(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first character, character count) of each number of a compressed-RLE string given as its
+    characters' values (char - 48): a number ends at a character without the 0x20 bit."""
+    ends = np.flatnonzero((digits & 0x20) == 0)
+    starts = np.empty_like(ends)
+    starts[:1] = 0
+    starts[1:] = ends[:-1] + 1
+    return starts, ends - starts + 1
+
+
+def _digit_runs(digits: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The run lengths of a compressed-RLE string from its characters' values and `_numbers_of`: 5
+    bits per character, least significant first, the last character's 5 bits signed."""
+    position = np.arange(digits.size) - np.repeat(starts, lengths)
+    bits = (digits & 0x1F) - ((digits & 0x30) == 0x10) * 32  # the sign bit counts only in a last character
+    values = np.add.reduceat(bits << (5 * position), starts)
     for first in (1, 2):  # from the 4th number on, each is stored as its difference to the one 2 before
         values[first::2] = np.cumsum(values[first::2])
     return values
@@ -213,9 +265,19 @@ def rle_runs(counts: bytes) -> np.ndarray:
 
 def sample_rle(rle: dict, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``decode(rle)[np.ix_(rows, cols)]`` as bool, without decoding the whole mask."""
-    height = rle["size"][0]
+    return sample_rle_at(rle, column_major_pixels(rle["size"][0], rows, cols))
+
+
+def column_major_pixels(height: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The column-major (RLE) index of each pixel ``(rows[i], cols[j])`` of an image ``height`` high,
+    shaped ``(len(rows), len(cols))``."""
+    return cols[None, :].astype(np.int64) * height + rows[:, None]
+
+
+def sample_rle_at(rle: dict, pixels: np.ndarray) -> np.ndarray:
+    """`sample_rle` at pixels given by their `column_major_pixels` index (computed once per image
+    size by a caller sampling many masks)."""
     ends = np.cumsum(rle_runs(rle["counts"]))
-    pixels = cols[None, :].astype(np.int64) * height + rows[:, None]
     return np.searchsorted(ends, pixels, side="right") % 2 == 1
 
 

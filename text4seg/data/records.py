@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,15 @@ from .annotations import ImageInfo, RecordSpec, Source
 from .config import IMAGES_FOLDER, BuildConfig
 from .image_files import ImageFileProblem, check_image
 from .issues import Issue, IssueLog
-from .masks import BadAnnotation, merged_mask, rle_box, sample_rle, segmentation_rle, union_rle
+from .masks import (
+    BadAnnotation,
+    column_major_pixels,
+    merged_mask,
+    rle_box,
+    sample_rle_at,
+    segmentation_rle,
+    union_rle,
+)
 from .seeded import record_rng
 
 ImageResult = tuple[list[dict], list[Issue], Counter]
@@ -97,6 +105,13 @@ class _Geometry:
     present: tuple[bool, ...]
     _texts: dict[DescriptorFormat, str] = field(default_factory=dict, compare=False)
 
+    @cached_property
+    def counters(self) -> tuple[str, ...]:
+        """The build counters each record of these targets adds one to."""
+        if not any(self.present):
+            return ("no_target",)
+        return () if self.grid.any() else ("target_lost_in_grid",)
+
     def text(self, labels: list[str], fmt: DescriptorFormat) -> str:
         """`grid_to_text(self.grid, labels, fmt)` for labels that passed `check_labels`. The runs do
         not depend on the labels, so the text is written once, with stand-ins, and each record puts
@@ -115,13 +130,18 @@ class _Geometry:
         return text
 
 
+@lru_cache(maxsize=256)
+def _cell_pixels(height: int, width: int, rows: int, cols: int) -> np.ndarray:
+    """The column-major index of the pixel under each cell centre (`nearest_indices`)."""
+    return column_major_pixels(height, nearest_indices(height, rows), nearest_indices(width, cols))
+
+
 def _one_target_geometry(job: ImageJob, anns: tuple[int, ...], rles: dict[int, dict]) -> _Geometry:
     """One label, nearest cells: everything from the union's compressed RLE, which is never decoded
     (the grid samples only the cell-centre pixels; byte-identical to the decoding path)."""
     height, width = job.image.height, job.image.width
     union = union_rle([rles[a] for a in anns], height, width)
-    rows, cols = job.fmt.rows, job.fmt.cols
-    cells = sample_rle(union, nearest_indices(height, rows), nearest_indices(width, cols))
+    cells = sample_rle_at(union, _cell_pixels(height, width, job.fmt.rows, job.fmt.cols))
     box = rle_box(union)
     return _Geometry(
         grid=cells.astype(np.int32), masks=[union["counts"].decode("ascii")], box=box, present=(bool(box),)
@@ -189,13 +209,10 @@ def _record(job: ImageJob, path: Path, spec: RecordSpec, geometry: _Geometry, st
     fmt = job.fmt
     labels = [fmt.background, *_targets(job, spec)]
     text = geometry.text(labels, fmt)
-    present = geometry.present
-    if any(present) and not geometry.grid.any():
-        stats["target_lost_in_grid"] += 1
-    if not any(present):
-        stats["no_target"] += 1
+    for counter in geometry.counters:
+        stats[counter] += 1
     rng = record_rng(job.config.seed, spec.id)
-    turn = templates.render(rng, spec.task, spec.variant, spec.expression, spec.targets, present)
+    turn = templates.render(rng, spec.task, spec.variant, spec.expression, spec.targets, geometry.present)
     question = [{"type": "image", "text": None}, {"type": "text", "text": turn.question}]
     answer = [{"type": "text", "text": format_answer(turn.answer, text, fmt)}]
     return {
