@@ -195,3 +195,23 @@ def test_fixed_target_label_replaces_the_expression(synth, built, build_kind, tm
         assert a["expression"] == b["expression"]
     with pytest.raises(ValueError, match="separator"):
         BuildConfig(target_label="a| b")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_build_pauses_the_garbage_collector_and_puts_it_back(
+    synth, build_kind, tmp_path, monkeypatch, enabled
+):
+    import gc
+
+    from text4seg.data import arrow_files
+
+    seen = []
+    original = arrow_files.build_image
+    monkeypatch.setattr(arrow_files, "build_image", lambda job: seen.append(gc.isenabled()) or original(job))
+    (gc.enable if enabled else gc.disable)()
+    try:
+        result = build_kind("refcoco", synth, tmp_path / "out", splits=["val"])
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable()
+    assert result.report["records_total"] > 0 and seen and not any(seen)

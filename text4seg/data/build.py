@@ -15,10 +15,12 @@ is stored in that report; `build` returns the saved dataset unchanged when it ma
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,21 @@ def iter_chunks(source: Source, config: BuildConfig) -> Iterator[ChunkOutput]:
             yield chunk
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (then put back as it was). A build allocates millions
+    of acyclic objects (the sources' dicts and lists, the records), which reference counting frees; the
+    collector would only scan them, again and again as the loaded sources grow (0.4-0.8 s of CPU in a
+    6 s build). Forked workers inherit the pause."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def write_dataset(
     sources: Sequence[Source],
     out_dir: str | Path,
@@ -135,8 +152,19 @@ def write_dataset(
     Records are written as they are made, as Arrow files in the `datasets.save_to_disk` layout
     (`text4seg.data.arrow_files`; `datasets` is not imported). ``load_seconds`` (time spent reading the
     sources) is added to the report's timings."""
+    with paused_gc():
+        return _write_dataset(sources, Path(out_dir), config, key, params, load_seconds)
+
+
+def _write_dataset(
+    sources: Sequence[Source],
+    out_dir: Path,
+    config: BuildConfig,
+    key: str,
+    params: dict[str, Any] | None,
+    load_seconds: float,
+) -> BuildResult:
     start = time.perf_counter()
-    out_dir = Path(out_dir)
     check_out_dir(out_dir)
     files = RecordFiles(out_dir.with_name(f"{out_dir.name}.records-{os.getpid()}"), config.image_store, key)
     try:
@@ -245,6 +273,7 @@ def build(
     if reused is not None:
         return reused
     load_start = time.perf_counter()
-    sources = source.load(request, input_files)
+    with paused_gc():
+        sources = source.load(request, input_files)
     load_seconds = time.perf_counter() - load_start
     return write_dataset(sources, out_dir, config, key=key, params=params, load_seconds=load_seconds)

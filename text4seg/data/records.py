@@ -241,7 +241,7 @@ def _annotation_rles(job: ImageJob, stats: Counter) -> tuple[dict[int, dict], di
         try:
             rles[ann_id] = segmentation_rle(ann["segmentation"], job.image.height, job.image.width, dropped)
         except BadAnnotation as err:
-            failures[ann_id] = err
+            failures[ann_id] = err.with_traceback(None)  # no frame kept: no cycle for the collector
         stats["polygon_parts_dropped"] += len(dropped)
     stats["annotations_decoded"] += len(rles)
     return rles, failures
