@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 GridSize = tuple[int, int]
 
@@ -76,6 +77,11 @@ class LabelError(ValueError):
     """A label that cannot be written in the descriptor format."""
 
 
+@lru_cache(maxsize=64)
+def _forbidden(fmt: DescriptorFormat) -> tuple[str, ...]:
+    return fmt.forbidden_in_labels()
+
+
 def check_label(label: str, fmt: DescriptorFormat) -> str:
     """Return `label` if it can be written unambiguously in `fmt`, else raise `LabelError` saying why."""
     if not isinstance(label, str):
@@ -84,7 +90,7 @@ def check_label(label: str, fmt: DescriptorFormat) -> str:
         raise LabelError("label must not be empty or only whitespace")
     if label != label.strip():
         raise LabelError(f"label {label!r} has leading or trailing whitespace")
-    for part in fmt.forbidden_in_labels():
+    for part in _forbidden(fmt):
         if part in label:
             raise LabelError(f"label {label!r} contains the separator {part!r}")
     return label

@@ -8,7 +8,6 @@ per image and writes the records.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from .issues import Issue
@@ -47,10 +46,13 @@ class RecordSpec:
     ref_id: int = -1
     sent_id: int = -1
 
-    @cached_property
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ann_ids", [a for anns in self.target_anns for a in anns])
+
+    @property
     def ann_ids(self) -> list[int]:
-        """Every annotation of the record, in target order (do not change the list)."""
-        return [a for anns in self.target_anns for a in anns]
+        """Every annotation of the record, in target order (computed once: do not change the list)."""
+        return self._ann_ids  # type: ignore[attr-defined]
 
 
 @dataclass

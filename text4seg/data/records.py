@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -104,13 +104,12 @@ class _Geometry:
     box: list[float]
     present: tuple[bool, ...]
     _texts: dict[DescriptorFormat, str] = field(default_factory=dict, compare=False)
+    counters: tuple[str, ...] = field(init=False, compare=False)
+    """The build counters each record of these targets adds one to."""
 
-    @cached_property
-    def counters(self) -> tuple[str, ...]:
-        """The build counters each record of these targets adds one to."""
-        if not any(self.present):
-            return ("no_target",)
-        return () if self.grid.any() else ("target_lost_in_grid",)
+    def __post_init__(self) -> None:
+        lost = () if self.grid.any() else ("target_lost_in_grid",)
+        object.__setattr__(self, "counters", lost if any(self.present) else ("no_target",))
 
     def text(self, labels: list[str], fmt: DescriptorFormat) -> str:
         """`grid_to_text(self.grid, labels, fmt)` for labels that passed `check_labels`. The runs do
