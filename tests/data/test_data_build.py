@@ -206,8 +206,10 @@ def test_build_pauses_the_garbage_collector_and_puts_it_back(
     from text4seg.data import arrow_files
 
     seen = []
-    original = arrow_files.build_image
-    monkeypatch.setattr(arrow_files, "build_image", lambda job: seen.append(gc.isenabled()) or original(job))
+    original = arrow_files.build_images
+    monkeypatch.setattr(
+        arrow_files, "build_images", lambda jobs: seen.append(gc.isenabled()) or original(jobs)
+    )
     (gc.enable if enabled else gc.disable)()
     try:
         result = build_kind("refcoco", synth, tmp_path / "out", splits=["val"])

@@ -9,12 +9,15 @@ from pycocotools import mask as mask_utils
 from text4seg.data.masks import (
     BadAnnotation,
     checked_string_runs,
+    column_major_pixels,
     decode_segmentation,
     encode_counts,
     merged_mask,
     rle_runs,
     rle_string_counts,
+    sample_many,
     sample_rle,
+    sample_rle_at,
     segmentation_rle,
 )
 
@@ -146,7 +149,13 @@ def test_checked_string_parser_equals_the_plain_one():
 
 @pytest.mark.parametrize(
     "counts",
-    [[0, 5, H * W - 5], [3, 0, 2, 4, H * W - 9], [0, 0, 5, H * W - 5], [H * W - 1, 1], [2, 1, 0, 0, 1, H * W - 4]],
+    [
+        [0, 5, H * W - 5],
+        [3, 0, 2, 4, H * W - 9],
+        [0, 0, 5, H * W - 5],
+        [H * W - 1, 1],
+        [2, 1, 0, 0, 1, H * W - 4],
+    ],
 )
 def test_uncompressed_rle_with_empty_runs_is_written_canonically(counts):
     rle = segmentation_rle({"size": [H, W], "counts": counts}, H, W)
@@ -164,3 +173,25 @@ def test_polygon_values_of_other_number_types():
         with pytest.raises(BadAnnotation) as info:
             decode_segmentation([[bad, *base[1:]]], H, W)
         assert info.value.reason == "bad_polygon"
+
+
+def test_masks_sampled_together_equal_masks_sampled_one_by_one():
+    """One pass over many masks of several sizes (empty, full, a leading foreground pixel, long runs)
+    samples each exactly as alone, and as the decoded mask."""
+    rng = np.random.default_rng(11)
+    rles, pixels, expected = [], [], []
+    for k in range(60):
+        height, width = (int(v) for v in rng.integers(1, 80, 2))
+        mask = rng.random((height, width)) < rng.random()
+        mask[:, : width // 3] = k % 2 == 0  # long runs: numbers of several characters
+        mask[:] = False if k % 7 == 0 else (True if k % 11 == 0 else mask)
+        mask[0, 0] = mask[0, 0] or k % 5 == 0
+        rows, cols = rng.integers(0, height, 6), rng.integers(0, width, 4)
+        rles.append(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))))
+        pixels.append(column_major_pixels(height, rows, cols))
+        expected.append(mask[np.ix_(rows, cols)])
+    together = sample_many(rles, pixels)
+    assert len(together) == len(rles)
+    for got, want, rle, where in zip(together, expected, rles, pixels, strict=True):
+        assert np.array_equal(got, want) and np.array_equal(sample_rle_at(rle, where), want)
+    assert np.array_equal(sample_many(rles[:1], pixels[:1])[0], expected[0])

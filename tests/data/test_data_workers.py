@@ -76,10 +76,10 @@ def test_a_dead_worker_fails_the_map_instead_of_hanging():
 
 
 def test_a_dead_worker_fails_the_build_and_writes_nothing(synth, build_kind, tmp_path, monkeypatch):
-    def die(job):
+    def die(jobs):
         os._exit(3)
 
-    monkeypatch.setattr(arrow_files, "build_image", die)  # inherited by the forked workers
+    monkeypatch.setattr(arrow_files, "build_images", die)  # inherited by the forked workers
     out = tmp_path / "out"
     with deadline(120), pytest.raises(BuildError, match="refcoco images"):
         build_kind("refcoco", synth, out, config=BuildConfig(num_proc=2, progress=False))

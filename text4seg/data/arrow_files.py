@@ -28,7 +28,7 @@ from typing import Any
 from text4seg.protocol.records import record_feature_spec
 
 from .issues import Issue
-from .records import ImageJob, build_image
+from .records import ImageJob, build_images
 
 CHUNK_IMAGES = 32
 """Most images per chunk, the unit of work of a worker (fewer when there are few images per process)."""
@@ -145,11 +145,10 @@ def _note_files(out: ChunkOutput, job: ImageJob, records: list[dict]) -> None:
 
 
 def build_chunk(jobs: list[ImageJob]) -> ChunkOutput:
-    """The records of a chunk of images (`text4seg.data.records.build_image`) as Arrow, by split."""
+    """The records of a chunk of images (`text4seg.data.records.build_images`) as Arrow, by split."""
     out = ChunkOutput(images=len(jobs))
     by_split: dict[str, list[dict]] = {}
-    for job in jobs:
-        records, issues, stats = build_image(job)
+    for job, (records, issues, stats) in zip(jobs, build_images(jobs), strict=True):
         _note_files(out, job, records)
         for record in records:
             by_split.setdefault(record["source"]["split"], []).append(record)

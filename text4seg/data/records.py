@@ -32,6 +32,7 @@ from .masks import (
     column_major_pixels,
     merged_mask,
     rle_box,
+    sample_many,
     sample_rle_at,
     segmentation_rle,
     union_rle,
@@ -135,21 +136,32 @@ def _cell_pixels(height: int, width: int, rows: int, cols: int) -> np.ndarray:
     return column_major_pixels(height, nearest_indices(height, rows), nearest_indices(width, cols))
 
 
-def _one_target_geometry(job: ImageJob, anns: tuple[int, ...], rles: dict[int, dict]) -> _Geometry:
+def _union_geometry(union: dict, cells: np.ndarray) -> _Geometry:
     """One label, nearest cells: everything from the union's compressed RLE, which is never decoded
-    (the grid samples only the cell-centre pixels; byte-identical to the decoding path)."""
-    height, width = job.image.height, job.image.width
-    union = union_rle([rles[a] for a in anns], height, width)
-    cells = sample_rle_at(union, _cell_pixels(height, width, job.fmt.rows, job.fmt.cols))
+    (``cells`` samples only the cell-centre pixels; byte-identical to the decoding path)."""
     box = rle_box(union)
     return _Geometry(
         grid=cells.astype(np.int32), masks=[union["counts"].decode("ascii")], box=box, present=(bool(box),)
     )
 
 
+def _one_label_union(
+    job: ImageJob, target_anns: tuple[tuple[int, ...], ...], rles: dict[int, dict]
+) -> dict | None:
+    """The union of a one-label target set when its grid is sampled at cell centres (nearest), else None."""
+    if len(target_anns) != 1 or job.config.method != "nearest":
+        return None
+    return union_rle([rles[a] for a in target_anns[0]], job.image.height, job.image.width)
+
+
+def _centres(job: ImageJob) -> np.ndarray:
+    return _cell_pixels(job.image.height, job.image.width, job.fmt.rows, job.fmt.cols)
+
+
 def _geometry(job: ImageJob, target_anns: tuple[tuple[int, ...], ...], rles: dict[int, dict]) -> _Geometry:
-    if len(target_anns) == 1 and job.config.method == "nearest":
-        return _one_target_geometry(job, target_anns[0], rles)
+    union = _one_label_union(job, target_anns, rles)
+    if union is not None:
+        return _union_geometry(union, sample_rle_at(union, _centres(job)))
     height, width = job.image.height, job.image.width
     unions = [merged_mask([rles[a] for a in anns], height, width) for anns in target_anns]
     if len(unions) == 1:
@@ -261,31 +273,83 @@ def _spec_problem(
     return None
 
 
-def build_image(job: ImageJob) -> ImageResult:
-    """All records of one image: check its file and annotations once, then write each spec's record."""
-    log = IssueLog(job.config.strict)
+@dataclass
+class _CheckedImage:
+    """An image of a chunk after its checks: its file (or the problem with it), its annotations as RLE
+    (or why each was refused), the geometry of each target set, counters."""
+
+    job: ImageJob
+    path: Path | None
+    problem: ImageFileProblem | None
+    rles: dict[int, dict]
+    failures: dict[int, BadAnnotation]
+    stats: Counter
+    shapes: dict[tuple[tuple[int, ...], ...], _Geometry] = field(default_factory=dict)
+
+
+def _check(job: ImageJob) -> _CheckedImage:
+    """Check an image's file and decode its annotations once (problems are kept, reported later in order)."""
     stats: Counter = Counter()
     image = job.image
     try:
         path = check_image(job.image_root, image.file_name, image.width, image.height, root_resolved=True)
     except ImageFileProblem as err:
-        for spec in job.specs:
-            log.add(spec.id, err.reason, f"image {image.id}: {err.detail}", job.ann_file)
-        return [], log.items, stats
+        return _CheckedImage(job, None, err.with_traceback(None), {}, {}, stats)
     rles, failures = _annotation_rles(job, stats)
+    return _CheckedImage(job, path, None, rles, failures, stats)
+
+
+def _add_geometries(images: list[_CheckedImage]) -> None:
+    """The geometry of every target set whose annotations were all usable; the cell centres of the
+    chunk's one-label sets are sampled in one pass (`text4seg.data.masks.sample_many`)."""
+    batch, queued = [], set()
+    for k, image in enumerate(images):
+        if image.path is None:
+            continue
+        for spec in image.job.specs:
+            anns = spec.target_anns
+            if anns in image.shapes or (k, anns) in queued or any(a in image.failures for a in spec.ann_ids):
+                continue
+            union = _one_label_union(image.job, anns, image.rles)
+            if union is None:
+                image.shapes[anns] = _geometry(image.job, anns, image.rles)
+            else:
+                queued.add((k, anns))
+                batch.append((image, anns, union))
+    cells = sample_many([union for *_, union in batch], [_centres(image.job) for image, *_ in batch])
+    for (image, anns, union), grid in zip(batch, cells, strict=True):
+        image.shapes[anns] = _union_geometry(union, grid)
+
+
+def _write(image: _CheckedImage) -> ImageResult:
+    """The records of a checked image, and the issues of its specs (in spec order)."""
+    job = image.job
+    log = IssueLog(job.config.strict)
+    if image.problem is not None:
+        for spec in job.specs:
+            log.add(
+                spec.id, image.problem.reason, f"image {job.image.id}: {image.problem.detail}", job.ann_file
+            )
+        return [], log.items, image.stats
     records = []
-    shapes: dict[tuple[tuple[int, ...], ...], _Geometry] = {}
     for spec in job.specs:
-        problem = _spec_problem(job, spec, failures)
+        problem = _spec_problem(job, spec, image.failures)
         if problem is not None:
             log.add(spec.id, *problem, job.ann_file)
             continue
-        if spec.target_anns not in shapes:
-            shapes[spec.target_anns] = _geometry(job, spec.target_anns, rles)
-        records.append(_record(job, path, spec, shapes[spec.target_anns], stats))
-    return records, log.items, stats
+        records.append(_record(job, image.path, spec, image.shapes[spec.target_anns], image.stats))
+    return records, log.items, image.stats
 
 
 def build_images(jobs: list[ImageJob]) -> list[ImageResult]:
-    """`build_image` over a chunk of jobs (the unit a worker process is given)."""
-    return [build_image(job) for job in jobs]
+    """The records of each image of a chunk (the unit a worker process is given), in order: every file
+    and annotation checked once, the grids of all one-label target sets sampled together, then each
+    spec's record written."""
+    images = [_check(job) for job in jobs]
+    _add_geometries(images)
+    return [_write(image) for image in images]
+
+
+def build_image(job: ImageJob) -> ImageResult:
+    """All records of one image: check its file and annotations once, then write each spec's record."""
+    return build_images([job])[0]
