@@ -13,6 +13,8 @@ from text4seg.data.masks import (
     decode_segmentation,
     encode_counts,
     merged_mask,
+    rle_box,
+    rle_boxes,
     rle_runs,
     rle_string_counts,
     sample_many,
@@ -176,7 +178,7 @@ def test_polygon_values_of_other_number_types():
 
 
 def test_masks_sampled_together_equal_masks_sampled_one_by_one():
-    """One pass over many masks of several sizes (empty, full, a leading foreground pixel, long runs)
+    """One pass (boxes: one call) over many masks of several sizes (empty, full, a leading foreground pixel, long runs)
     samples each exactly as alone, and as the decoded mask."""
     rng = np.random.default_rng(11)
     rles, pixels, expected = [], [], []
@@ -195,3 +197,4 @@ def test_masks_sampled_together_equal_masks_sampled_one_by_one():
     for got, want, rle, where in zip(together, expected, rles, pixels, strict=True):
         assert np.array_equal(got, want) and np.array_equal(sample_rle_at(rle, where), want)
     assert np.array_equal(sample_many(rles[:1], pixels[:1])[0], expected[0])
+    assert rle_boxes(rles) == [rle_box(rle) for rle in rles] and rle_boxes([]) == []

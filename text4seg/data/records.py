@@ -32,6 +32,7 @@ from .masks import (
     column_major_pixels,
     merged_mask,
     rle_box,
+    rle_boxes,
     sample_many,
     sample_rle_at,
     segmentation_rle,
@@ -136,10 +137,10 @@ def _cell_pixels(height: int, width: int, rows: int, cols: int) -> np.ndarray:
     return column_major_pixels(height, nearest_indices(height, rows), nearest_indices(width, cols))
 
 
-def _union_geometry(union: dict, cells: np.ndarray) -> _Geometry:
+def _union_geometry(union: dict, cells: np.ndarray, box: list[float]) -> _Geometry:
     """One label, nearest cells: everything from the union's compressed RLE, which is never decoded
-    (``cells`` samples only the cell-centre pixels; byte-identical to the decoding path)."""
-    box = rle_box(union)
+    (``cells`` samples only the cell-centre pixels, ``box`` is `rle_box`'s; byte-identical to the
+    decoding path)."""
     return _Geometry(
         grid=cells.astype(np.int32), masks=[union["counts"].decode("ascii")], box=box, present=(bool(box),)
     )
@@ -161,7 +162,7 @@ def _centres(job: ImageJob) -> np.ndarray:
 def _geometry(job: ImageJob, target_anns: tuple[tuple[int, ...], ...], rles: dict[int, dict]) -> _Geometry:
     union = _one_label_union(job, target_anns, rles)
     if union is not None:
-        return _union_geometry(union, sample_rle_at(union, _centres(job)))
+        return _union_geometry(union, sample_rle_at(union, _centres(job)), rle_box(union))
     height, width = job.image.height, job.image.width
     unions = [merged_mask([rles[a] for a in anns], height, width) for anns in target_anns]
     if len(unions) == 1:
@@ -316,9 +317,10 @@ def _add_geometries(images: list[_CheckedImage]) -> None:
             else:
                 queued.add((k, anns))
                 batch.append((image, anns, union))
-    cells = sample_many([union for *_, union in batch], [_centres(image.job) for image, *_ in batch])
-    for (image, anns, union), grid in zip(batch, cells, strict=True):
-        image.shapes[anns] = _union_geometry(union, grid)
+    unions = [union for *_, union in batch]
+    cells = sample_many(unions, [_centres(image.job) for image, *_ in batch])
+    for (image, anns, union), grid, box in zip(batch, cells, rle_boxes(unions), strict=True):
+        image.shapes[anns] = _union_geometry(union, grid, box)
 
 
 def _write(image: _CheckedImage) -> ImageResult:
