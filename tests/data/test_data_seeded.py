@@ -52,3 +52,15 @@ def test_a_negative_seed_is_refused_as_numpy_does(bad):
 def test_out_of_range_draws_are_refused():
     with pytest.raises(ValueError, match="0 < n"):
         record_rng(0, "x").integers(0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**32 + 7, 2**100 + 3])
+def test_generators_seeded_together_equal_those_seeded_one_by_one(seed):
+    from text4seg.data.seeded import record_rngs
+
+    ids = [f"refcoco/val/ref{k}/sent{k * 31}" for k in range(300)] + ["", "é/中"]
+    together = record_rngs(seed, ids)
+    alone = [record_rng(seed, record_id) for record_id in ids]
+    assert [(r.state, r.inc) for r in together] == [(r.state, r.inc) for r in alone]
+    assert [r.integers(9) for r in together] == [r.integers(9) for r in alone]
+    assert record_rngs(seed, []) == []

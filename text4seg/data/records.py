@@ -38,7 +38,7 @@ from .masks import (
     segmentation_rle,
     union_rle,
 )
-from .seeded import record_rng
+from .seeded import RecordRng, record_rngs
 
 ImageResult = tuple[list[dict], list[Issue], Counter]
 """What building one image gives: its records, the issues met, counters."""
@@ -217,13 +217,14 @@ def _image_value(job: ImageJob, path: Path) -> str | dict:
     return f"{IMAGES_FOLDER}/{path.relative_to(job.image_root).as_posix()}"
 
 
-def _record(job: ImageJob, path: Path, spec: RecordSpec, geometry: _Geometry, stats: Counter) -> dict:
+def _record(
+    job: ImageJob, path: Path, spec: RecordSpec, geometry: _Geometry, rng: RecordRng, stats: Counter
+) -> dict:
     fmt = job.fmt
     labels = [fmt.background, *_targets(job, spec)]
     text = geometry.text(labels, fmt)
     for counter in geometry.counters:
         stats[counter] += 1
-    rng = record_rng(job.config.seed, spec.id)
     turn = templates.render(rng, spec.task, spec.variant, spec.expression, spec.targets, geometry.present)
     question = [{"type": "image", "text": None}, {"type": "text", "text": turn.question}]
     answer = [{"type": "text", "text": format_answer(turn.answer, text, fmt)}]
@@ -323,8 +324,9 @@ def _add_geometries(images: list[_CheckedImage]) -> None:
         image.shapes[anns] = _union_geometry(union, grid, box)
 
 
-def _write(image: _CheckedImage) -> ImageResult:
-    """The records of a checked image, and the issues of its specs (in spec order)."""
+def _write(image: _CheckedImage, rngs: dict[str, RecordRng]) -> ImageResult:
+    """The records of a checked image, and the issues of its specs (in spec order); ``rngs``: each
+    record's generator of template choices, by record id."""
     job = image.job
     log = IssueLog(job.config.strict)
     if image.problem is not None:
@@ -339,17 +341,20 @@ def _write(image: _CheckedImage) -> ImageResult:
         if problem is not None:
             log.add(spec.id, *problem, job.ann_file)
             continue
-        records.append(_record(job, image.path, spec, image.shapes[spec.target_anns], image.stats))
+        geometry = image.shapes[spec.target_anns]
+        records.append(_record(job, image.path, spec, geometry, rngs[spec.id], image.stats))
     return records, log.items, image.stats
 
 
 def build_images(jobs: list[ImageJob]) -> list[ImageResult]:
     """The records of each image of a chunk (the unit a worker process is given), in order: every file
     and annotation checked once, the grids of all one-label target sets sampled together, then each
-    spec's record written."""
+    spec's record written. The jobs share one build config (its seed)."""
     images = [_check(job) for job in jobs]
     _add_geometries(images)
-    return [_write(image) for image in images]
+    ids = [spec.id for job in jobs for spec in job.specs]
+    rngs = dict(zip(ids, record_rngs(jobs[0].config.seed, ids), strict=True)) if jobs else {}
+    return [_write(image, rngs) for image in images]
 
 
 def build_image(job: ImageJob) -> ImageResult:

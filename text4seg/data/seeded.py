@@ -13,6 +13,7 @@ are those numpy's generator gives.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 
 _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
@@ -72,10 +73,20 @@ def _pool(words: list[int]) -> list[int]:
 
 def _pcg_seed(mixer: list[int]) -> tuple[int, int]:
     """PCG64's (state, increment) seeded from four 64-bit words the pool generates."""
+    return _pcg_state(_state_words(mixer))
+
+
+def _state_words(mixer: list) -> list:
+    """The eight 32-bit words the pool generates for PCG64's seed (ints, or numpy uint64 arrays of
+    them: `_pool` and this work on either)."""
     out = []
     for i in range(8):
         v = (mixer[i & 3] ^ _HASH_B[i]) * _HASH_B[i + 1] & _M32
         out.append(v ^ (v >> 16))
+    return out
+
+
+def _pcg_state(out: Sequence[int]) -> tuple[int, int]:
     initstate = (out[0] | out[1] << 32) << 64 | out[2] | out[3] << 32
     initseq = (out[4] | out[5] << 32) << 64 | out[6] | out[7] << 32
     inc = (initseq << 1 | 1) & _M128
@@ -90,6 +101,12 @@ class RecordRng:
     def __init__(self, entropy: list[int]) -> None:
         self.state, self.inc = _pcg_seed(_pool([w for value in entropy for w in _words(value)]))
         self.half: int | None = None
+
+    @classmethod
+    def _seeded(cls, state: int, inc: int) -> RecordRng:
+        rng = cls.__new__(cls)
+        rng.state, rng.inc, rng.half = state, inc, None
+        return rng
 
     def _next32(self) -> int:
         if self.half is not None:
@@ -121,3 +138,14 @@ class RecordRng:
 def record_rng(seed: int, record_id: str) -> RecordRng:
     """The generator of a record's choices: ``np.random.default_rng([seed, zlib.crc32(id)])``'s draws."""
     return RecordRng([seed, zlib.crc32(record_id.encode("utf-8"))])
+
+
+def record_rngs(seed: int, record_ids: Sequence[str]) -> list[RecordRng]:
+    """``[record_rng(seed, id) for id in record_ids]``, the seed mixing of all done together on numpy
+    arrays (a third of the cost per record, for a chunk's records)."""
+    import numpy as np
+
+    crcs = np.fromiter((zlib.crc32(i.encode("utf-8")) for i in record_ids), np.uint64, len(record_ids))
+    words = [np.full(len(record_ids), w, np.uint64) for w in _words(seed)] + [crcs]
+    columns = [column.tolist() for column in _state_words(_pool(words))]
+    return [RecordRng._seeded(*_pcg_state(out)) for out in zip(*columns, strict=True)]
