@@ -198,3 +198,5 @@ def test_masks_sampled_together_equal_masks_sampled_one_by_one():
         assert np.array_equal(got, want) and np.array_equal(sample_rle_at(rle, where), want)
     assert np.array_equal(sample_many(rles[:1], pixels[:1])[0], expected[0])
     assert rle_boxes(rles) == [rle_box(rle) for rle in rles] and rle_boxes([]) == []
+    many = rles * 9  # more than pycocotools' area() takes at once
+    assert rle_boxes(many) == [rle_box(rle) for rle in many]

@@ -328,9 +328,16 @@ def rle_box(rle: dict) -> list[float]:
     return [x, y, x + w, y + h]
 
 
+_AREA_BATCH = 255
+"""Most RLEs per `mask_utils.area` call: pycocotools makes a uint8 array of the count first, which
+numpy 2 refuses for 256 or more."""
+
+
 def rle_boxes(rles: list[dict]) -> list[list[float]]:
-    """``[rle_box(rle) for rle in rles]`` in two pycocotools calls."""
-    if not rles:
-        return []
-    areas, boxes = mask_utils.area(rles).tolist(), mask_utils.toBbox(rles).tolist()
+    """``[rle_box(rle) for rle in rles]`` in two pycocotools calls per `_AREA_BATCH` masks."""
+    areas, boxes = [], []
+    for start in range(0, len(rles), _AREA_BATCH):
+        part = rles[start : start + _AREA_BATCH]
+        areas += mask_utils.area(part).tolist()
+        boxes += mask_utils.toBbox(part).tolist()
     return [[x, y, x + w, y + h] if area else [] for area, (x, y, w, h) in zip(areas, boxes, strict=True)]
