@@ -5,13 +5,21 @@ never imports `datasets`."""
 from __future__ import annotations
 
 import copy
+import pickle
 import subprocess
 import sys
 
 import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from text4seg.data.arrow_files import BATCH_ROWS, ChunkOutput, RecordFiles, arrow_bytes, record_schema
+from text4seg.data.arrow_files import (
+    BATCH_ROWS,
+    ChunkOutput,
+    RecordFiles,
+    arrow_bytes,
+    arrow_table,
+    record_schema,
+)
 from text4seg.data.build import BuildConfig, build_records
 from text4seg.data.refer import load_refcoco
 from text4seg.protocol.records import record_features
@@ -32,20 +40,21 @@ def _records(synth, store: str) -> dict[str, list[dict]]:
     return by_split
 
 
-def _chunked(by_split: dict[str, list[dict]], store: str, size: int) -> list[ChunkOutput]:
-    """The records cut into chunks of ``size`` per split, as workers would send them."""
+def _chunked(by_split: dict[str, list[dict]], store: str, size: int, sent: bool = True) -> list[ChunkOutput]:
+    """The records cut into chunks of ``size`` per split, as workers would send them (``sent``: as IPC
+    bytes) or a build in one process hands them over (tables)."""
     chunks = []
     for split, records in by_split.items():
         for start in range(0, len(records), size):
             part = copy.deepcopy(records[start : start + size])  # embedding changes them
-            tables = {split: arrow_bytes(part, store)}
+            tables = {split: (arrow_bytes if sent else arrow_table)(part, store)}
             chunks.append(ChunkOutput(images=1, tables=tables, counts={split: len(part)}))
     return chunks
 
 
-def _write(by_split, store, size, folder):
+def _write(by_split, store, size, folder, sent=True):
     files = RecordFiles(folder.with_name(folder.name + ".work"), store, fingerprint="f")
-    for chunk in _chunked(by_split, store, size):
+    for chunk in _chunked(by_split, store, size, sent):
         files.add(chunk)
     files.save_to_disk(folder)
     files.discard()
@@ -132,3 +141,18 @@ def test_the_build_command_converts_records_without_importing_pandas(synth, tmp_
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_tables_handed_over_or_sent_write_the_same_bytes(synth, tmp_path):
+    """In one process a chunk's tables are handed over as they are; pickled (to leave a worker) they
+    travel as IPC bytes; the files are the same."""
+    by_split = _records(synth, "paths")
+    chunk = _chunked(by_split, "paths", 5, sent=False)[0]
+    sent = pickle.loads(pickle.dumps(chunk))
+    assert all(isinstance(v, bytes) for v in sent.tables.values())
+    assert not any(isinstance(v, bytes) for v in chunk.tables.values())
+    handed = _write(by_split, "paths", 5, tmp_path / "handed", sent=False)
+    pickled = _write(by_split, "paths", 5, tmp_path / "pickled", sent=True)
+    for split in by_split:
+        data = (handed / split / "data-00000-of-00001.arrow").read_bytes()
+        assert data == (pickled / split / "data-00000-of-00001.arrow").read_bytes()

@@ -2,7 +2,8 @@
 
 Writing never imports `datasets` (2 s of CPU and 175 MiB, more than a whole small build): worker
 processes turn the records of a chunk of images into one Arrow table per split (`build_chunk`) and send
-it back as Arrow IPC bytes (one copy, instead of pickling every record dict); `RecordFiles` appends the
+it back as Arrow IPC bytes (one copy, instead of pickling every record dict; a build in one process
+hands the table over as is); `RecordFiles` appends the
 tables, in image order, to one Arrow stream file per split and writes the ``state.json``,
 ``dataset_info.json`` and ``dataset_dict.json`` that `datasets.load_from_disk` reads. Only one chunk's
 records are ever Python objects, in any process.
@@ -98,16 +99,42 @@ def record_schema(image_paths: bool) -> Any:
 
 @dataclass
 class ChunkOutput:
-    """What a chunk of images gives: per split, its records as Arrow IPC stream bytes; the issues met,
+    """What a chunk of images gives: per split, its records as an Arrow table (sent to another process
+    as Arrow IPC stream bytes: `__getstate__`; `RecordFiles.add` takes either); the issues met,
     counters, and (``image_store="folder"``) the image files to store, relative path -> source file."""
 
     images: int
-    tables: dict[str, bytes] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)
     tasks: Counter = field(default_factory=Counter)
     issues: list[Issue] = field(default_factory=list)
     stats: Counter = field(default_factory=Counter)
     files: dict[str, str] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a worker's result) with its tables as IPC bytes: one copy, no per-record objects."""
+        state = dict(self.__dict__)
+        state["tables"] = {split: _ipc_bytes(table) for split, table in self.tables.items()}
+        return state
+
+
+def _ipc_bytes(table: Any) -> bytes:
+    """An Arrow table as IPC stream bytes (bytes are returned as they are)."""
+    import pyarrow as pa
+
+    if isinstance(table, bytes):
+        return table
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _as_table(data: Any) -> Any:
+    """A chunk's table, read back from IPC bytes when it came from another process."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all() if isinstance(data, bytes) else data
 
 
 def _embed(records: list[dict]) -> None:
@@ -122,19 +149,19 @@ def _embed(records: list[dict]) -> None:
             image["bytes"], image["path"] = cache[path], os.path.basename(path)
 
 
-def arrow_bytes(records: list[dict], image_store: str) -> bytes:
-    """Records as one Arrow table in IPC stream bytes; with ``image_store="embed"`` the image files'
+def arrow_table(records: list[dict], image_store: str) -> Any:
+    """Records as one Arrow table of the record schema; with ``image_store="embed"`` the image files'
     bytes are read into them first (the records are changed in place)."""
     import pyarrow as pa
 
     if image_store == "embed":
         _embed(records)
-    schema = record_schema(image_store != "embed")
-    table = pa.Table.from_pylist(records, schema=schema)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return pa.Table.from_pylist(records, schema=record_schema(image_store != "embed"))
+
+
+def arrow_bytes(records: list[dict], image_store: str) -> bytes:
+    """`arrow_table` as Arrow IPC stream bytes."""
+    return _ipc_bytes(arrow_table(records, image_store))
 
 
 def _note_files(out: ChunkOutput, job: ImageJob, records: list[dict]) -> None:
@@ -157,7 +184,7 @@ def build_chunk(jobs: list[ImageJob]) -> ChunkOutput:
         out.stats.update(stats)
     for split, records in by_split.items():
         out.counts[split] = len(records)
-        out.tables[split] = arrow_bytes(records, jobs[0].config.image_store)
+        out.tables[split] = arrow_table(records, jobs[0].config.image_store)
     return out
 
 
@@ -186,10 +213,8 @@ class RecordFiles:
 
     def add(self, chunk: ChunkOutput) -> None:
         """Append a chunk's tables (chunks must come in image order) and gather its counts."""
-        import pyarrow as pa
-
         for split, data in chunk.tables.items():
-            self.pending.setdefault(split, []).append(pa.ipc.open_stream(pa.py_buffer(data)).read_all())
+            self.pending.setdefault(split, []).append(_as_table(data))
             self._write(split, final=False)
         self.counts.update(chunk.counts)
         self.tasks.update(chunk.tasks)
