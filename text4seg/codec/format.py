@@ -78,19 +78,26 @@ class LabelError(ValueError):
 
 
 @lru_cache(maxsize=64)
-def _forbidden(fmt: DescriptorFormat) -> tuple[str, ...]:
+def forbidden_parts(fmt: DescriptorFormat) -> tuple[str, ...]:
+    """`DescriptorFormat.forbidden_in_labels`, computed once per format."""
     return fmt.forbidden_in_labels()
 
 
 def check_label(label: str, fmt: DescriptorFormat) -> str:
     """Return `label` if it can be written unambiguously in `fmt`, else raise `LabelError` saying why."""
+    return check_label_against(label, forbidden_parts(fmt))
+
+
+def check_label_against(label: str, forbidden: tuple[str, ...]) -> str:
+    """`check_label` with the format's `DescriptorFormat.forbidden_in_labels` given (for a caller checking
+    many labels of one format)."""
     if not isinstance(label, str):
         raise LabelError(f"label must be a string, got {type(label).__name__}: {label!r}")
     if not label.strip():
         raise LabelError("label must not be empty or only whitespace")
     if label != label.strip():
         raise LabelError(f"label {label!r} has leading or trailing whitespace")
-    for part in _forbidden(fmt):
+    for part in forbidden:
         if part in label:
             raise LabelError(f"label {label!r} contains the separator {part!r}")
     return label

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .format import MAX_GRID_SIDE, TEXT4SEG, DescriptorFormat, LabelError, check_label
+from .format import (
+    MAX_GRID_SIDE,
+    TEXT4SEG,
+    DescriptorFormat,
+    LabelError,
+    check_label,
+    check_label_against,
+    forbidden_parts,
+)
 
 __all__ = [
     "DescriptorParseError",
@@ -75,8 +83,9 @@ def check_labels(labels: Sequence[str], fmt: DescriptorFormat) -> list[str]:
         raise ValueError("labels must not be empty: labels[0] names the background")
     if labels[0] != fmt.background:
         raise ValueError(f"labels[0] must be the background label {fmt.background!r}, got {labels[0]!r}")
+    forbidden = forbidden_parts(fmt)
     for label in labels:
-        check_label(label, fmt)
+        check_label_against(label, forbidden)
     if len(set(labels)) != len(labels):
         dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
         raise ValueError(f"duplicate labels: {dupes}")
