@@ -11,14 +11,15 @@ items and are sent only each chunk's bounds (pickling a build's jobs cost the ma
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .issues import BuildError
+
+if TYPE_CHECKING:  # the pool's modules are imported when a pool is started (not by one-process builds)
+    import multiprocessing.context
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,6 +33,8 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
 
 
 def _context() -> multiprocessing.context.BaseContext:
+    import multiprocessing
+
     # fork where the platform has it: spawn re-imports the caller's __main__, which fails for
     # stdin, notebooks and unguarded scripts
     methods = multiprocessing.get_all_start_methods()
@@ -72,6 +75,8 @@ def chunk_map(
     key = next(_KEYS)
     if context.get_start_method() == "fork":  # workers inherit the items: only their bounds are sent
         _SHARED[key] = (run_chunk, items)
+    from concurrent.futures import ProcessPoolExecutor
+
     pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=initializer)
     window: deque[Future] = deque()
     try:
@@ -105,7 +110,7 @@ def _submit(
         if key in _SHARED:
             return pool.submit(_run_shared, key, start, start + size)
         return pool.submit(run_chunk, list(items[start : start + size]))
-    except BrokenProcessPool:  # a worker died before all chunks were submitted
+    except _broken():  # a worker died before all chunks were submitted
         raise _died(what) from None
 
 
@@ -117,8 +122,14 @@ def _run_shared(key: int, start: int, stop: int) -> object:
 def _result(future: Future, what: str) -> R:
     try:
         return future.result()
-    except BrokenProcessPool:
+    except _broken():
         raise _died(what) from None
+
+
+def _broken() -> type[Exception]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    return BrokenProcessPool
 
 
 def _died(what: str) -> BuildError:
