@@ -64,6 +64,8 @@ def image_jobs(source: Source, config: BuildConfig) -> list[ImageJob]:
         by_image.setdefault(spec.image_id, []).append(spec)
     jobs = []
     root = source.image_root.resolve()
+    fmt = config.fmt  # one object for every job (the property makes a new one each time)
+    ann_file = str(source.ann_file)
     for image_id in sorted(by_image):
         specs = by_image[image_id]
         needed = sorted({a for spec in specs for a in spec.ann_ids})
@@ -73,9 +75,9 @@ def image_jobs(source: Source, config: BuildConfig) -> list[ImageJob]:
                 image_root=root,
                 annotations={a: source.annotations[a] for a in needed},
                 specs=specs,
-                ann_file=str(source.ann_file),
+                ann_file=ann_file,
                 config=config,
-                fmt=config.fmt,
+                fmt=fmt,
             )
         )
     return jobs
