@@ -220,8 +220,9 @@ def _image_value(job: ImageJob, path: Path) -> str | dict:
 
 
 def _record(
-    job: ImageJob, path: Path, spec: RecordSpec, geometry: _Geometry, rng: RecordRng, stats: Counter
+    job: ImageJob, image: str | dict, spec: RecordSpec, geometry: _Geometry, rng: RecordRng, stats: Counter
 ) -> dict:
+    """One record; ``image`` is the image's `_image_value` (made once per image: a dict is copied)."""
     fmt = job.fmt
     labels = [fmt.background, *_targets(job, spec)]
     text = geometry.text(labels, fmt)
@@ -232,7 +233,7 @@ def _record(
     answer = [{"type": "text", "text": format_answer(turn.answer, text, fmt)}]
     return {
         "id": spec.id,
-        "images": [_image_value(job, path)],
+        "images": [image if isinstance(image, str) else dict(image)],
         "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
         "task": spec.task,
         "expression": spec.expression,
@@ -338,13 +339,14 @@ def _write(image: _CheckedImage, rngs: dict[str, RecordRng]) -> ImageResult:
             )
         return [], log.items, image.stats
     records = []
+    value = _image_value(job, image.path)
     for spec in job.specs:
         problem = _spec_problem(job, spec, image.failures)
         if problem is not None:
             log.add(spec.id, *problem, job.ann_file)
             continue
         geometry = image.shapes[spec.target_anns]
-        records.append(_record(job, image.path, spec, geometry, rngs[spec.id], image.stats))
+        records.append(_record(job, value, spec, geometry, rngs[spec.id], image.stats))
     return records, log.items, image.stats
 
 
