@@ -102,6 +102,13 @@ def run_demo(
     return report
 
 
+def _budget(loop: Any) -> str:
+    """The training budget in words: minutes, steps or both (`loop.max_minutes=null` trains by steps)."""
+    parts = [f"{loop.max_minutes:g} min"] if loop.max_minutes is not None else []
+    parts += [f"{loop.max_steps} steps"] if loop.max_steps is not None else []
+    return "at most " + " or ".join(parts) if parts else f"{loop.epochs:g} epochs"
+
+
 def _train(out: Path, records: Path, config: Any, demo: DemoSettings, progress: bool) -> tuple[Path, Any]:
     """Train on the saved records; the trainer's final/ becomes OUT/model (the one saved model)."""
     import datasets
@@ -115,11 +122,10 @@ def _train(out: Path, records: Path, config: Any, demo: DemoSettings, progress: 
     shutil.rmtree(run_dir, ignore_errors=True)
     config.data.path, config.output.dir = str(records), str(run_dir)
     config.loop.progress = progress
-    minutes = config.loop.max_minutes
     where = f"{demo.processes} processes" if demo.processes > 1 else "one process"
     _stage(
         progress,
-        f"3/5 train: at most {minutes:g} min on {len(train_records)} records (in saved order, {where})",
+        f"3/5 train: {_budget(config.loop)} on {len(train_records)} records (in saved order, {where})",
     )
     if demo.processes > 1:
         result = _train_launched(out, config, demo, model, processor)

@@ -300,3 +300,19 @@ def test_spread_sample_draws_across_the_split_in_order():
     assert len(set(picked)) == 10 and picked == sorted(picked) and picked[-1] > 50
     assert picked == spread_sample(records, 10, seed=0)["id"]
     assert len(spread_sample(records, 500, seed=0)) == 100
+
+
+@pytest.mark.parametrize(
+    "minutes, steps, words",
+    [
+        (10.0, 100000, "at most 10 min or 100000 steps"),
+        (None, 2000, "at most 2000 steps"),
+        (None, None, "1 epochs"),
+    ],
+)
+def test_the_training_budget_is_said_in_minutes_steps_or_epochs(minutes, steps, words):
+    from demo.run import _budget
+
+    from text4seg.train.config import LoopConfig
+
+    assert _budget(LoopConfig(max_minutes=minutes, max_steps=steps)) == words
