@@ -160,9 +160,12 @@ def store_images(files: dict[str, Path], folder: Path, link: bool = True) -> dic
     the build's image too (the next build sees the changed folder and rebuilds). Build with
     ``copy_images`` (``link=False``) where sources are edited in place."""
     counts = {"linked": 0, "copied": 0}
+    made: set[Path] = set()
     for relative, source in files.items():
         target = folder / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in made:  # once per folder, not per image
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
         if link and _hard_link(source, target):
             counts["linked"] += 1
         else:
