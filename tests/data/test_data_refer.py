@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections import Counter
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from support.cocotruth import answer, coco_index, decode_masks, question, union
 
 import text4seg as t4s
+from text4seg.data.build import REPORT_NAME, BuildConfig
+from text4seg.data.issues import DataError, Issue
 from text4seg.data.refer import load_grefcoco, load_refcoco
 from text4seg.data.safe_pickle import load_pickle
 
@@ -87,3 +90,75 @@ def test_grefcoco_loader_accepts_int_ids_and_refs_wrapper(synth, tmp_path):
     source = load_grefcoco(path, synth.images, instances_file=synth.instances)
     assert [s.target_anns for s in source.specs][:1] == [((single["ann_id"],),)]
     assert all(s.target_anns == ((),) for s in source.specs if s.ref_id == empty["ref_id"])
+
+
+def _damage_annotations(paths) -> tuple[int, int]:
+    """In a copy of the synthetic files: the annotation of the first ref gets an unknown category, the
+    second ref names the annotation of another image, a later duplicate of a third ref's annotation id
+    sits in another image. Returns (the refused annotation id, the first ref's image id)."""
+    instances = json.loads(paths.instances.read_text())
+    refs = load_pickle(paths.refs)
+    anns = {a["id"]: a for a in instances["annotations"]}
+    first = refs[0]
+    anns[first["ann_id"]]["category_id"] = 424242
+    other = next(r for r in refs if r["image_id"] not in (first["image_id"], refs[1]["image_id"]))
+    refs[1]["ann_id"] = other["ann_id"]
+    third = next(r for r in refs if r["image_id"] not in (first["image_id"], other["image_id"]))
+    instances["annotations"].append(dict(anns[third["ann_id"]], image_id=other["image_id"]))
+    paths.instances.write_text(json.dumps(instances))
+    paths.refs.write_bytes(pickle.dumps(refs, protocol=2))
+    return first["ann_id"], first["image_id"]
+
+
+def test_deferred_loader_plans_the_same_specs_and_issues(corrupt_copy):
+    paths = corrupt_copy()
+    bad_ann, _ = _damage_annotations(paths)
+    eager = load_refcoco(paths.refs, paths.images)
+    deferred = load_refcoco(paths.refs, paths.images, deferred=True)
+    plans = [pending.plan() for pending in deferred.pending]
+    assert not deferred.specs and [p.image.id for p in deferred.pending] == sorted(eager.images)[: len(plans)]
+    planned_specs = [spec for _, specs, _ in plans for spec in specs]
+    assert sorted(planned_specs, key=lambda s: s.id) == sorted(eager.specs, key=lambda s: s.id)
+    planned_issues = deferred.issues + [issue for *_, issues in plans for issue in issues]
+    assert Counter(planned_issues) == Counter(eager.issues) and len(eager.issues) >= 4
+    for needed, _, _ in plans:
+        assert needed == {a: eager.annotations[a] for a in needed}
+    refused = Issue(
+        f"ann{bad_ann}", "missing_category", "category_id 424242 is not in categories", str(paths.instances)
+    )
+    assert refused in planned_issues
+    reasons = Counter(issue.reason for issue in planned_issues)
+    assert reasons["missing_annotation"] >= 1 and reasons["bad_ref"] >= 1  # the other image's annotation
+
+
+def test_a_bad_annotation_met_in_a_worker_is_reported_as_by_the_loader(corrupt_copy, build_kind, tmp_path):
+    paths = corrupt_copy()
+    bad_ann, _ = _damage_annotations(paths)
+    eager_ids = {issue.id for issue in load_refcoco(paths.refs, paths.images).issues}
+    reports, messages = [], []
+    for num_proc in (1, 2):
+        build_kind(
+            "refcoco",
+            paths,
+            tmp_path / f"out{num_proc}",
+            config=BuildConfig(num_proc=num_proc, progress=False),
+        )
+        reports.append(json.loads((tmp_path / f"out{num_proc}" / REPORT_NAME).read_text())["skipped"])
+        with pytest.raises(DataError) as info:
+            config = BuildConfig(num_proc=num_proc, strict=True, progress=False)
+            build_kind("refcoco", paths, tmp_path / f"strict{num_proc}", config=config)
+        messages.append(str(info.value))
+    assert reports[0] == reports[1]
+    expected = {
+        "id": f"ann{bad_ann}",
+        "reason": "missing_category",
+        "detail": "category_id 424242 is not in categories",
+        "file": str(paths.instances),
+    }
+    assert expected in reports[0]
+    assert eager_ids <= {item["id"] for item in reports[0]}
+    assert (
+        messages[0]
+        == messages[1]
+        == f"{paths.instances}: ann{bad_ann}: missing_category: category_id 424242 is not in categories"
+    )

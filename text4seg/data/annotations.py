@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from .issues import Issue
 
@@ -55,9 +56,22 @@ class RecordSpec:
         return self._ann_ids  # type: ignore[attr-defined]
 
 
+class PendingImage(Protocol):
+    """An image whose annotation checks and record specs a loader left to the process that makes its
+    records (so that they are spread over a build's workers)."""
+
+    image: ImageInfo
+
+    def plan(self) -> tuple[dict[int, dict], list[RecordSpec], list[Issue]]:
+        """(the annotations the specs need, by id; the image's specs; the issues met, in order)."""
+        ...
+
+
 @dataclass
 class Source:
-    """Everything a loader read: images, usable annotations, record specs and the issues met."""
+    """Everything a loader read: images, usable annotations, record specs and the issues met; or, for
+    a deferred loader, ``pending`` images (in image id order) whose annotations and specs are checked
+    and made where their records are (``annotations`` and ``specs`` then stay empty)."""
 
     dataset: str
     ann_file: Path
@@ -67,3 +81,4 @@ class Source:
     specs: list[RecordSpec]
     issues: list[Issue] = field(default_factory=list)
     input_files: list[Path] = field(default_factory=list)
+    pending: list[PendingImage] = field(default_factory=list)

@@ -96,13 +96,19 @@ def read_instances(
     ``segmentation``, ``iscrowd`` and ``bbox``.
     """
     path = Path(path)
+    images, entries, categories = read_instances_unchecked(path, log)
+    return images, _read_annotations(entries, images, categories, path, log), categories
+
+
+def read_instances_unchecked(path: Path, log: IssueLog) -> tuple[dict[int, ImageInfo], list, dict[int, str]]:
+    """`read_instances` with the ``annotations`` entries left as read (unchecked: `check_annotation`
+    checks one); images and categories checked, problems reported to ``log``."""
     data = read_json_text(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{path}: not a COCO instances file (no 'images' list)")
     images = _read_images(data["images"], path, log)
     categories = _read_categories(_entries(data, "categories", path), path, log)
-    annotations = _read_annotations(_entries(data, "annotations", path), images, categories, path, log)
-    return images, annotations, categories
+    return images, _entries(data, "annotations", path), categories
 
 
 def _read_images(entries: list, path: Path, log: IssueLog) -> dict[int, ImageInfo]:
@@ -148,36 +154,45 @@ def _read_annotations(
 ) -> dict[int, dict]:
     annotations: dict[int, dict] = {}
     for entry in entries:
-        ann_id = _as_int(entry.get("id")) if isinstance(entry, dict) else None
-        if ann_id is None:
-            log.add("ann?", "bad_annotation", "annotation without an integer id", path)
-            continue
-        image_id, cat_id = _as_int(entry.get("image_id")), _as_int(entry.get("category_id"))
-        if image_id not in images:
-            log.add(
-                f"ann{ann_id}", "missing_image", f"image_id {entry.get('image_id')!r} is not in images", path
-            )
-            continue
-        if cat_id not in categories:
-            log.add(
-                f"ann{ann_id}",
-                "missing_category",
-                f"category_id {entry.get('category_id')!r} is not in categories",
-                path,
-            )
-            continue
-        if "segmentation" not in entry:
-            log.add(f"ann{ann_id}", "bad_segmentation", "annotation has no segmentation", path)
-            continue
-        annotations[ann_id] = {
-            "id": ann_id,
-            "image_id": image_id,
-            "category_id": cat_id,
-            "segmentation": entry["segmentation"],
-            "iscrowd": int(bool(entry.get("iscrowd", 0))),
-            "bbox": _number_list(entry.get("bbox"), 4),
-        }
+        annotation = check_annotation(entry, images, categories, path, log)
+        if annotation is not None:
+            annotations[annotation["id"]] = annotation
     return annotations
+
+
+def check_annotation(
+    entry: object, images: dict[int, ImageInfo], categories: dict[int, str], path: Path, log: IssueLog
+) -> dict | None:
+    """One entry of an instances file's ``annotations`` reduced to ``id``, ``image_id``,
+    ``category_id``, ``segmentation``, ``iscrowd`` and ``bbox``; None (reported to ``log``) when it has
+    no integer id, its image or category is missing, or it has no segmentation."""
+    ann_id = _as_int(entry.get("id")) if isinstance(entry, dict) else None
+    if ann_id is None:
+        log.add("ann?", "bad_annotation", "annotation without an integer id", path)
+        return None
+    image_id, cat_id = _as_int(entry.get("image_id")), _as_int(entry.get("category_id"))
+    if image_id not in images:
+        log.add(f"ann{ann_id}", "missing_image", f"image_id {entry.get('image_id')!r} is not in images", path)
+        return None
+    if cat_id not in categories:
+        log.add(
+            f"ann{ann_id}",
+            "missing_category",
+            f"category_id {entry.get('category_id')!r} is not in categories",
+            path,
+        )
+        return None
+    if "segmentation" not in entry:
+        log.add(f"ann{ann_id}", "bad_segmentation", "annotation has no segmentation", path)
+        return None
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cat_id,
+        "segmentation": entry["segmentation"],
+        "iscrowd": int(bool(entry.get("iscrowd", 0))),
+        "bbox": _number_list(entry.get("bbox"), 4),
+    }
 
 
 def split_from_filename(path: str | Path) -> str:

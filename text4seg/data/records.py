@@ -11,7 +11,7 @@ do not depend on which process made them.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from text4seg.codec.rrle import write_checked_grid
 from text4seg.protocol import templates
 from text4seg.protocol.records import encode_counts
 
-from .annotations import ImageInfo, RecordSpec, Source
+from .annotations import ImageInfo, PendingImage, RecordSpec, Source
 from .config import IMAGES_FOLDER, BuildConfig
 from .image_files import ImageFileProblem, check_image
 from .issues import Issue, IssueLog
@@ -55,17 +55,34 @@ class ImageJob:
     ann_file: str
     config: BuildConfig
     fmt: DescriptorFormat
+    pending: PendingImage | None = None
+    """Set when the image's annotations and specs are still to be checked and made (`planned`)."""
+    issues: tuple[Issue, ...] = ()
+    """Issues met planning the image (reported before its records' own)."""
+
+    def planned(self) -> ImageJob:
+        """This job with its pending image's annotations, specs and issues (itself when not pending)."""
+        if self.pending is None:
+            return self
+        annotations, specs, issues = self.pending.plan()
+        return replace(self, annotations=annotations, specs=specs, issues=tuple(issues), pending=None)
 
 
 def image_jobs(source: Source, config: BuildConfig) -> list[ImageJob]:
-    """One job per image that has specs, in image id order."""
+    """One job per image that has specs (or, for a deferred source, per pending image), in image id
+    order."""
+    root = source.image_root.resolve()
+    fmt = config.fmt  # one object for every job (the property makes a new one each time)
+    ann_file = str(source.ann_file)
+    if source.pending:
+        return [
+            ImageJob(pending.image, root, {}, [], ann_file, config, fmt, pending)
+            for pending in source.pending
+        ]
     by_image: dict[int, list[RecordSpec]] = {}
     for spec in source.specs:
         by_image.setdefault(spec.image_id, []).append(spec)
     jobs = []
-    root = source.image_root.resolve()
-    fmt = config.fmt  # one object for every job (the property makes a new one each time)
-    ann_file = str(source.ann_file)
     for image_id in sorted(by_image):
         specs = by_image[image_id]
         needed = sorted({a for spec in specs for a in spec.ann_ids})
@@ -296,6 +313,8 @@ def _check(job: ImageJob) -> _CheckedImage:
     """Check an image's file and decode its annotations once (problems are kept, reported later in order)."""
     stats: Counter = Counter()
     image = job.image
+    if not job.specs:  # a planned image none of whose refs could be used: nothing to write
+        return _CheckedImage(job, None, None, {}, {}, stats)
     try:
         path = check_image(job.image_root, image.file_name, image.width, image.height, root_resolved=True)
     except ImageFileProblem as err:
@@ -332,6 +351,10 @@ def _write(image: _CheckedImage, rngs: dict[str, RecordRng]) -> ImageResult:
     record's generator of template choices, by record id."""
     job = image.job
     log = IssueLog(job.config.strict)
+    for issue in job.issues:
+        log.add(issue.id, issue.reason, issue.detail, issue.file)
+    if not job.specs:
+        return [], log.items, image.stats
     if image.problem is not None:
         for spec in job.specs:
             log.add(
@@ -353,7 +376,9 @@ def _write(image: _CheckedImage, rngs: dict[str, RecordRng]) -> ImageResult:
 def build_images(jobs: list[ImageJob]) -> list[ImageResult]:
     """The records of each image of a chunk (the unit a worker process is given), in order: every file
     and annotation checked once, the grids of all one-label target sets sampled together, then each
-    spec's record written. The jobs share one build config (its seed)."""
+    spec's record written. The jobs share one build config (its seed); pending images are planned first
+    (`ImageJob.planned`)."""
+    jobs = [job.planned() for job in jobs]
     images = [_check(job) for job in jobs]
     _add_geometries(images)
     ids = [spec.id for job in jobs for spec in job.specs]

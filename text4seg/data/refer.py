@@ -17,11 +17,13 @@ whatever its encoding (polygon, uncompressed or compressed RLE), never by reusin
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .annotations import RecordSpec, Source
-from .coco import is_clean_text, read_instances, read_json_text
-from .issues import IssueLog
+from .annotations import ImageInfo, RecordSpec, Source
+from .coco import check_annotation, is_clean_text, read_instances, read_instances_unchecked, read_json_text
+from .issues import Issue, IssueLog
 from .safe_pickle import load_pickle
 
 
@@ -50,8 +52,9 @@ def _sentence_text(sentence: object) -> tuple[str | None, str]:
     return " ".join(text.split()), ""
 
 
-def _ref_targets(ref: dict, source: Source) -> tuple[int, list[int]] | tuple[str, str]:
-    """(image id, target annotation ids) of a ref, or (reason, detail) when it cannot be used."""
+def _ref_targets(ref: dict, source: Source | _Instances) -> tuple[int, list[int]] | tuple[str, str]:
+    """(image id, target annotation ids) of a ref, or (reason, detail) when it cannot be used; ``source``
+    gives the images, the usable annotations (by id) and the instances file."""
     ann_ids = _as_id_list(ref.get("ann_id"))
     image_id = ref.get("image_id")
     if ann_ids is None or not isinstance(image_id, int) or isinstance(image_id, bool):
@@ -72,22 +75,25 @@ def _ref_targets(ref: dict, source: Source) -> tuple[int, list[int]] | tuple[str
 
 
 def _sentence_specs(
-    ref: dict, ref_key: str, split: str, image_id: int, targets: list[int], source: Source, log: IssueLog
-) -> None:
-    """One spec per usable sentence of a checked ref; unusable sentences are reported."""
+    ref: dict, ref_key: str, split: str, checked: tuple[int, list[int]], where: _Where, log: IssueLog
+) -> list[RecordSpec]:
+    """One spec per usable sentence of a checked ref (``checked``: its image id and target annotation
+    ids); unusable sentences are reported."""
+    image_id, targets = checked
+    specs = []
     for k, sentence in enumerate(ref["sentences"]):
         sent_id = sentence.get("sent_id") if isinstance(sentence, dict) else None
         sent_id = sent_id if isinstance(sent_id, int) and not isinstance(sent_id, bool) else -1
         record_id = f"{ref_key}/sent{sent_id if sent_id >= 0 else f'#{k}'}"
         text, reason = _sentence_text(sentence)
         if text is None:
-            log.add(record_id, reason, "sentence text missing or not valid UTF-8", source.input_files[0])
+            log.add(record_id, reason, "sentence text missing or not valid UTF-8", where.ref_file)
             continue
-        source.specs.append(
+        specs.append(
             RecordSpec(
                 id=record_id,
                 task="refer",
-                dataset=source.dataset,
+                dataset=where.dataset,
                 split=split,
                 image_id=image_id,
                 expression=text,
@@ -98,28 +104,57 @@ def _sentence_specs(
                 sent_id=sent_id,
             )
         )
+    return specs
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The dataset name and refs file a ref's issues and specs name."""
+
+    dataset: str
+    ref_file: Path
+
+
+def _ref_key(position: int, ref: object, where: _Where, wanted: set[str] | None) -> tuple[str, str] | None:
+    """(record id prefix, split) of a ref to plan; None for a ref of another split; a ref that is not a
+    dict with an integer ref_id and a split raises `_BadRef`."""
+    if not isinstance(ref, dict) or not isinstance(ref.get("ref_id"), int):
+        raise _BadRef(f"ref#{position}", "not a dict with an integer ref_id")
+    split = ref.get("split")
+    if not isinstance(split, str):
+        raise _BadRef(f"{where.dataset}/?/ref{ref['ref_id']}", "ref has no split")
+    if wanted is not None and split not in wanted:
+        return None
+    return f"{where.dataset}/{split}/ref{ref['ref_id']}", split
+
+
+class _BadRef(Exception):
+    """A ref unusable before its targets are looked at: (record id, detail), reason ``bad_ref``."""
+
+
+def _ref_specs(
+    ref: dict, ref_key: str, split: str, source: Source | _Instances, where: _Where, log: IssueLog
+) -> list[RecordSpec]:
+    """The specs of one ref (checked against ``source``); problems reported to ``log``."""
+    checked = _ref_targets(ref, source)
+    if isinstance(checked[0], str):
+        log.add(ref_key, checked[0], checked[1], where.ref_file)
+        return []
+    return _sentence_specs(ref, ref_key, split, checked, where, log)
 
 
 def _plan(refs: Iterable[object], source: Source, log: IssueLog, splits: Sequence[str] | None) -> None:
     """Check each ref against the instances and add a spec per sentence to ``source.specs``."""
-    ref_file = source.input_files[0]
+    where = _Where(source.dataset, source.input_files[0])
     wanted = set(splits) if splits else None
     for position, ref in enumerate(refs):
-        if not isinstance(ref, dict) or not isinstance(ref.get("ref_id"), int):
-            log.add(f"ref#{position}", "bad_ref", "not a dict with an integer ref_id", ref_file)
+        try:
+            key = _ref_key(position, ref, where, wanted)
+        except _BadRef as err:
+            log.add(err.args[0], "bad_ref", err.args[1], where.ref_file)
             continue
-        split = ref.get("split")
-        if not isinstance(split, str):
-            log.add(f"{source.dataset}/?/ref{ref['ref_id']}", "bad_ref", "ref has no split", ref_file)
-            continue
-        if wanted is not None and split not in wanted:
-            continue
-        ref_key = f"{source.dataset}/{split}/ref{ref['ref_id']}"
-        checked = _ref_targets(ref, source)
-        if isinstance(checked[0], str):
-            log.add(ref_key, checked[0], checked[1], ref_file)
-            continue
-        _sentence_specs(ref, ref_key, split, checked[0], checked[1], source, log)
+        if key is not None:
+            source.specs.extend(_ref_specs(ref, *key, source, where, log))
 
 
 def _read_grefs(path: Path) -> object:
@@ -135,27 +170,191 @@ def _load(
     dataset: str,
     splits: Sequence[str] | None,
     strict: bool,
+    deferred: bool = False,
 ) -> Source:
-    """Read the instances file, then the refs with ``read_refs``, and plan one spec per sentence."""
+    """Read the instances file, then the refs with ``read_refs``, and plan one spec per sentence (or,
+    ``deferred``, leave that to the build's workers: `_load_deferred`)."""
     refs_file = Path(refs_file)
     instances_file = Path(instances_file) if instances_file else refs_file.parent / "instances.json"
     log = IssueLog(strict)
-    images, annotations, _ = read_instances(instances_file, log)
     source = Source(
         dataset=dataset,
         ann_file=instances_file,
         image_root=Path(image_root),
-        images=images,
-        annotations=annotations,
+        images={},
+        annotations={},
         specs=[],
         input_files=[refs_file, instances_file],
     )
+    if deferred:
+        _load_deferred(read_refs, refs_file, instances_file, source, splits, log)
+        source.issues = log.items
+        return source
+    source.images, source.annotations, _ = read_instances(instances_file, log)
     refs = read_refs(refs_file)
     if not isinstance(refs, list):
         raise ValueError(f"{refs_file}: expected a list of refs, got {type(refs).__name__}")
     _plan(refs, source, log, splits)
     source.issues = log.items
     return source
+
+
+class _UsableAnnotations:
+    """The usable annotations of an instances file by id, as `read_instances` keeps them (the last
+    usable entry of an id wins), each entry checked when a ref first asks for its id (once per process:
+    the id index is made on first use, in the process that plans)."""
+
+    def __init__(self, instances: _Instances) -> None:
+        self.instances = instances
+        self._index: dict[Any, list] | None = None
+        self._checked: dict[int, dict | None] = {}
+
+    def get(self, ann_id: int) -> dict | None:
+        if ann_id not in self._checked:
+            self._checked[ann_id] = self._check(ann_id)
+        return self._checked[ann_id]
+
+    def __contains__(self, ann_id: int) -> bool:
+        return self.get(ann_id) is not None
+
+    def __getitem__(self, ann_id: int) -> dict:
+        found = self.get(ann_id)
+        if found is None:
+            raise KeyError(ann_id)
+        return found
+
+    def _check(self, ann_id: int) -> dict | None:
+        inst, found, quiet = self.instances, None, IssueLog()  # an entry's issues are its image's to report
+        for entry in self._entries_by_id().get(ann_id, ()):
+            found = check_annotation(entry, inst.images, inst.categories, inst.ann_file, quiet) or found
+        return found
+
+    def _entries_by_id(self) -> dict[Any, list]:
+        if self._index is None:
+            self._index = {}
+            for entry in self.instances.entries:
+                if isinstance(entry, dict):
+                    try:
+                        self._index.setdefault(entry.get("id"), []).append(entry)
+                    except TypeError:  # an unhashable id is no integer id: never usable
+                        pass
+        return self._index
+
+
+class _Instances:
+    """An instances file as the images' plans read it: checked images and categories, the annotation
+    entries as read (`_UsableAnnotations` checks the ones refs ask for)."""
+
+    def __init__(self, path: Path, images: dict[int, ImageInfo], categories: dict[int, str], entries: list):
+        self.ann_file = path
+        self.images = images
+        self.categories = categories
+        self.entries = entries
+        self.annotations = _UsableAnnotations(self)
+
+
+@dataclass(frozen=True)
+class _PendingImage:
+    """One image of a refs file whose checks and specs are left to the process that makes its records:
+    the annotation entries that name it (reported here) and its refs ((id prefix, split, ref), file
+    order)."""
+
+    image: ImageInfo
+    entries: list
+    refs: list[tuple[str, str, dict]]
+    instances: _Instances
+    where: _Where
+
+    def plan(self) -> tuple[dict[int, dict], list[RecordSpec], list[Issue]]:
+        """(the annotations the specs need, by id; the specs, in ref and sentence order; the issues of
+        the image's annotation entries, refs and sentences), as the eager loader finds them."""
+        inst, log = self.instances, IssueLog()
+        for entry in self.entries:
+            check_annotation(entry, inst.images, inst.categories, inst.ann_file, log)
+        specs = [
+            spec
+            for key, split, ref in self.refs
+            for spec in _ref_specs(ref, key, split, inst, self.where, log)
+        ]
+        needed = sorted({a for spec in specs for a in spec.ann_ids})
+        return {a: inst.annotations[a] for a in needed}, specs, log.items
+
+
+def _route_refs(
+    refs: list, images: dict[int, ImageInfo], where: _Where, wanted: set[str] | None
+) -> tuple[dict[Any, list], list[tuple]]:
+    """The refs to plan grouped by the image they name; the others, in file order, as (record id,
+    detail) for a ref unusable as such or (id prefix, split, ref) for a ref whose image is unknown."""
+    by_image: dict[Any, list] = {}
+    others: list[tuple] = []
+    for position, ref in enumerate(refs):
+        try:
+            key = _ref_key(position, ref, where, wanted)
+        except _BadRef as err:
+            others.append(err.args)
+            continue
+        if key is None:
+            continue
+        image_id = ref.get("image_id")
+        try:
+            known = image_id in images
+        except TypeError:  # unhashable: not an integer
+            known = False
+        if known:
+            by_image.setdefault(image_id, []).append((*key, ref))
+        else:
+            others.append((*key, ref))
+    return by_image, others
+
+
+def _route_annotations(entries: list, by_image: dict[Any, list]) -> list:
+    """Each annotation entry added to the list of the image it names in ``by_image``; the entries that
+    name no image there, in file order."""
+    rest = []
+    for entry in entries:
+        try:
+            group = by_image.get(entry.get("image_id")) if isinstance(entry, dict) else None
+        except TypeError:  # unhashable image id
+            group = None
+        if group is None:
+            rest.append(entry)
+        else:
+            group.append(entry)
+    return rest
+
+
+def _load_deferred(
+    read_refs: Callable[[Path], object],
+    refs_file: Path,
+    instances_file: Path,
+    source: Source,
+    splits: Sequence[str] | None,
+    log: IssueLog,
+) -> None:
+    """`_load` leaving each image's annotation checks and specs to the process that makes its records
+    (``source.pending``): here the files are read, the images and categories checked and the refs and
+    annotation entries grouped by image; the rest is checked here (entries of images without refs,
+    refs of unknown images, refs that are not refs), annotations first, as the eager loader reports."""
+    images, entries, categories = read_instances_unchecked(instances_file, log)
+    source.images = images
+    refs = read_refs(refs_file)
+    if not isinstance(refs, list):
+        raise ValueError(f"{refs_file}: expected a list of refs, got {type(refs).__name__}")
+    where = _Where(source.dataset, refs_file)
+    instances = _Instances(instances_file, images, categories, entries)
+    by_image, other_refs = _route_refs(refs, images, where, set(splits) if splits else None)
+    groups = {image_id: [] for image_id in by_image}
+    for entry in _route_annotations(entries, groups):
+        check_annotation(entry, images, categories, instances_file, log)
+    for other in other_refs:
+        if len(other) == 2:
+            log.add(other[0], "bad_ref", other[1], refs_file)
+        else:
+            _ref_specs(other[2], other[0], other[1], instances, where, log)
+    source.pending = sorted(
+        (_PendingImage(images[i], groups[i], refs, instances, where) for i, refs in by_image.items()),
+        key=lambda pending: pending.image.id,
+    )
 
 
 def load_refcoco(
@@ -166,9 +365,14 @@ def load_refcoco(
     dataset: str = "refcoco",
     splits: Sequence[str] | None = None,
     strict: bool = False,
+    deferred: bool = False,
 ) -> Source:
-    """RefCOCO/+/g: a refs pickle (read safely) and its instances.json (default: next to it)."""
-    return _load(load_pickle, refs_file, image_root, instances_file, dataset, splits, strict)
+    """RefCOCO/+/g: a refs pickle (read safely) and its instances.json (default: next to it).
+
+    ``deferred``: only read the files and group refs and annotations by image; each image's checks and
+    specs are made where its records are (``Source.pending``, what `text4seg build` uses, so that
+    ``--num-proc`` spreads them; the issues are the same, reported image by image)."""
+    return _load(load_pickle, refs_file, image_root, instances_file, dataset, splits, strict, deferred)
 
 
 def load_grefcoco(
@@ -179,7 +383,8 @@ def load_grefcoco(
     dataset: str = "grefcoco",
     splits: Sequence[str] | None = None,
     strict: bool = False,
+    deferred: bool = False,
 ) -> Source:
     """gRefCOCO: a grefs json (multi-target and no-target refs, optionally under a ``refs`` key) and its
-    instances.json (default: next to it)."""
-    return _load(_read_grefs, grefs_file, image_root, instances_file, dataset, splits, strict)
+    instances.json (default: next to it); ``deferred`` as for `load_refcoco`."""
+    return _load(_read_grefs, grefs_file, image_root, instances_file, dataset, splits, strict, deferred)

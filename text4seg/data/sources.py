@@ -87,6 +87,7 @@ def _refer_loader(kind: str) -> Callable[[SourceRequest, list[Path]], list[Sourc
             dataset=request.dataset_name or kind,
             splits=request.splits,
             strict=request.strict,
+            deferred=True,  # each image's checks and specs made in the workers that make its records
         )
         return [source]
 
