@@ -73,10 +73,11 @@ _SERIAL_PART = (
     "from text4seg.data.records import image_jobs\n"
     "from text4seg.data.refer import load_refcoco\n"
     "with paused_gc():\n"
-    "    image_jobs(load_refcoco(sys.argv[1], sys.argv[2]), BuildConfig(progress=False))\n"
+    "    image_jobs(load_refcoco(sys.argv[1], sys.argv[2], deferred=True), BuildConfig(progress=False))\n"
 )
-"""What a build does in its main process before any record is made (imports, reading and checking the
-sources, one job per image): the part `--num-proc` cannot spread."""
+"""What a build does in its main process before any record is made (imports, reading the sources and
+grouping them by image, as `text4seg build` does: each image's checks and specs are left to the
+workers; one job per image): the part `--num-proc` cannot spread."""
 
 SERIAL_NAME = "serial part of a build (imports, reading the sources)"
 

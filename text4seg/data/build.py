@@ -273,7 +273,7 @@ def build(
     if reused is not None:
         return reused
     load_start = time.perf_counter()
-    with paused_gc():
-        sources = source.load(request, input_files)
-    load_seconds = time.perf_counter() - load_start
-    return write_dataset(sources, out_dir, config, key=key, params=params, load_seconds=load_seconds)
+    with paused_gc():  # one pause: re-enabled between load and write, the collector's first run would
+        sources = source.load(request, input_files)  # scan every object loaded (0.25 s at 8,000 images)
+        load_seconds = time.perf_counter() - load_start
+        return write_dataset(sources, out_dir, config, key=key, params=params, load_seconds=load_seconds)

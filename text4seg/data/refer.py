@@ -24,7 +24,7 @@ from typing import Any
 from .annotations import ImageInfo, RecordSpec, Source
 from .coco import check_annotation, is_clean_text, read_instances, read_instances_unchecked, read_json_text
 from .issues import Issue, IssueLog
-from .safe_pickle import load_pickle
+from .safe_pickle import PickleItems, load_pickle, load_pickle_items
 
 
 def _as_id_list(value: object) -> list[int] | None:
@@ -109,10 +109,15 @@ def _sentence_specs(
 
 @dataclass(frozen=True)
 class _Where:
-    """The dataset name and refs file a ref's issues and specs name."""
+    """The dataset name and refs file a ref's issues and specs name; ``items``: the refs as unpickled,
+    when each is to be made plain data where it is used (`PickleItems.plain`)."""
 
     dataset: str
     ref_file: Path
+    items: PickleItems | None = None
+
+    def plain(self, ref: object) -> object:
+        return ref if self.items is None else self.items.plain(ref)
 
 
 def _ref_key(position: int, ref: object, where: _Where, wanted: set[str] | None) -> tuple[str, str] | None:
@@ -274,7 +279,7 @@ class _PendingImage:
         specs = [
             spec
             for key, split, ref in self.refs
-            for spec in _ref_specs(ref, key, split, inst, self.where, log)
+            for spec in _ref_specs(self.where.plain(ref), key, split, inst, self.where, log)
         ]
         needed = sorted({a for spec in specs for a in spec.ann_ids})
         return {a: inst.annotations[a] for a in needed}, specs, log.items
@@ -288,6 +293,8 @@ def _route_refs(
     by_image: dict[Any, list] = {}
     others: list[tuple] = []
     for position, ref in enumerate(refs):
+        if where.items is not None and where.items.needs_plain(ref):
+            ref = where.items.plain(ref)
         try:
             key = _ref_key(position, ref, where, wanted)
         except _BadRef as err:
@@ -337,10 +344,12 @@ def _load_deferred(
     refs of unknown images, refs that are not refs), annotations first, as the eager loader reports."""
     images, entries, categories = read_instances_unchecked(instances_file, log)
     source.images = images
-    refs = read_refs(refs_file)
+    loaded = read_refs(refs_file)
+    items = loaded if isinstance(loaded, PickleItems) and not loaded.normalised else None
+    refs = loaded.items if isinstance(loaded, PickleItems) else loaded
     if not isinstance(refs, list):
         raise ValueError(f"{refs_file}: expected a list of refs, got {type(refs).__name__}")
-    where = _Where(source.dataset, refs_file)
+    where = _Where(source.dataset, refs_file, items)
     instances = _Instances(instances_file, images, categories, entries)
     by_image, other_refs = _route_refs(refs, images, where, set(splits) if splits else None)
     groups = {image_id: [] for image_id in by_image}
@@ -350,7 +359,7 @@ def _load_deferred(
         if len(other) == 2:
             log.add(other[0], "bad_ref", other[1], refs_file)
         else:
-            _ref_specs(other[2], other[0], other[1], instances, where, log)
+            _ref_specs(where.plain(other[2]), other[0], other[1], instances, where, log)
     source.pending = sorted(
         (_PendingImage(images[i], groups[i], refs, instances, where) for i, refs in by_image.items()),
         key=lambda pending: pending.image.id,
@@ -372,7 +381,8 @@ def load_refcoco(
     ``deferred``: only read the files and group refs and annotations by image; each image's checks and
     specs are made where its records are (``Source.pending``, what `text4seg build` uses, so that
     ``--num-proc`` spreads them; the issues are the same, reported image by image)."""
-    return _load(load_pickle, refs_file, image_root, instances_file, dataset, splits, strict, deferred)
+    read = load_pickle_items if deferred else load_pickle
+    return _load(read, refs_file, image_root, instances_file, dataset, splits, strict, deferred)
 
 
 def load_grefcoco(

@@ -18,6 +18,11 @@ A pickle can also be small and still expand: memo references let ``x = [x, x]`` 
 `MAX_NODES_PER_BYTE` objects per byte of pickle (each object a plain pickle names costs at least one
 opcode byte, so only shared references go past it) and at most `MAX_DEPTH` levels of nesting (refs
 are four deep); past either limit `UnsafePickleError` says which file and why.
+
+`load_pickle_items` reads a pickled list for a build: the unpickler decodes Python 2 text as UTF-8
+itself and each item is made plain data (bounds and all) only where it is used, in the process that
+uses it (`PickleItems.plain`), so that a build's workers share that work; each process counts what it
+built against the file's budget (at most ``num_proc`` times `load_pickle`'s bound in all).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import codecs
 import io
 import pickle
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +78,13 @@ _PLAIN = frozenset({str, int, float, bool, complex, type(None)})
 """Leaf types kept as they are (checked by exact type, without a call per leaf)."""
 
 
+def _too_many(budget: int) -> UnsafePickleError:
+    return UnsafePickleError(
+        f"the data expands to more than {budget:,} objects, far more than the file's size "
+        "allows for plain data (shared references repeated many times)"
+    )
+
+
 class _Normaliser:
     """Decodes UTF-8 bytes to str (keys and values), keeping undecodable bytes as bytes, while counting
     the objects built against a budget and the nesting depth against `MAX_DEPTH`. A container's
@@ -86,10 +99,7 @@ class _Normaliser:
     def _count(self, n: int) -> None:
         self.built += n
         if self.built > self.budget:
-            raise UnsafePickleError(
-                f"the data expands to more than {self.budget:,} objects, far more than the file's size "
-                "allows for plain data (shared references repeated many times)"
-            )
+            raise _too_many(self.budget)
 
     def __call__(self, obj: Any, depth: int = 0) -> Any:
         self._count(1)
@@ -131,6 +141,71 @@ def loads_pickle(data: bytes, name: str = "<bytes>") -> Any:
         raise UnsafePickleError(f"{name}: not a readable pickle ({type(err).__name__}: {err})") from None
     except RecursionError:
         raise UnsafePickleError(f"{name}: nested too deeply to read") from None
+
+
+_BUILT: dict[str, int] = {}
+"""Objects built so far in this process, by `PickleItems` (its token)."""
+_STR = frozenset({str})
+
+
+class PickleItems:
+    """The items of a pickled list, as the restricted unpickler built them, to be made plain data
+    (`plain`) one by one where they are used: `load_pickle`'s result, item by item, and its bounds,
+    counted per process (`_BUILT`). ``normalised`` when they are plain already (read by `load_pickle`)."""
+
+    def __init__(self, items: list, name: str, budget: int, normalised: bool) -> None:
+        self.items = items
+        self.name = name
+        self.budget = budget
+        self.normalised = normalised
+        self.token = secrets.token_hex(8)
+
+    def plain(self, item: Any) -> Any:
+        """``item`` as `load_pickle` would have built it; `UnsafePickleError` naming the file when the
+        objects built in this process pass the file's budget or nest too deep."""
+        if self.normalised:
+            return item
+        normaliser = _Normaliser(self.budget)
+        normaliser.built = _BUILT.get(self.token, 1)  # 1: the list itself
+        try:
+            return normaliser(item, 1)
+        except UnsafePickleError as err:
+            raise UnsafePickleError(f"{self.name}: {err}") from None
+        finally:
+            _BUILT[self.token] = normaliser.built
+
+    def needs_plain(self, item: Any) -> bool:
+        """Whether ``item`` may read differently before `plain`: not when it is a dict whose keys are
+        all str and whose ``split`` is no bytes (a ref's fields as a build's main process reads them)."""
+        if self.normalised:
+            return False
+        return (
+            type(item) is not dict or not _STR.issuperset(map(type, item)) or type(item.get("split")) is bytes
+        )
+
+
+def load_pickle_items(path: str | Path) -> PickleItems:
+    """A pickled list (refs) read without running code, its items left to `PickleItems.plain`. Text is
+    decoded by the unpickler (UTF-8); a file with text that is not UTF-8 is read by `load_pickle` instead
+    (its items plain already). Raises `UnsafePickleError` as `load_pickle` does, and for anything but a
+    list."""
+    data = Path(path).read_bytes()
+    budget = MIN_NODES + MAX_NODES_PER_BYTE * len(data)
+    try:
+        items = RestrictedUnpickler(io.BytesIO(data), encoding="utf-8").load()
+    except UnicodeDecodeError:
+        return PickleItems(loads_pickle(data, str(path)), str(path), budget, True)
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{path}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as err:
+        raise UnsafePickleError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from None
+    except RecursionError:
+        raise UnsafePickleError(f"{path}: nested too deeply to read") from None
+    if type(items) is not list:
+        return PickleItems(loads_pickle(data, str(path)), str(path), budget, True)
+    if len(items) + 1 > budget:
+        raise UnsafePickleError(f"{path}: {_too_many(budget)}")
+    return PickleItems(items, str(path), budget, False)
 
 
 def load_pickle(path: str | Path) -> Any:
