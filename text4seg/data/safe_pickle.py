@@ -31,6 +31,8 @@ import codecs
 import io
 import pickle
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,17 +132,24 @@ class _Normaliser:
         return type(obj)(v if type(v) in plain else value(v, inner) for v in obj)
 
 
-def loads_pickle(data: bytes, name: str = "<bytes>") -> Any:
-    """`load_pickle` for bytes already in memory; ``name`` is used in error messages."""
+@contextmanager
+def _named_errors(name: str) -> Iterator[None]:
+    """Any failure to read a pickle raised as one `UnsafePickleError` naming ``name``."""
     try:
-        raw = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-        return _Normaliser(MIN_NODES + MAX_NODES_PER_BYTE * len(data))(raw)
+        yield
     except UnsafePickleError as err:
         raise UnsafePickleError(f"{name}: {err}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as err:
         raise UnsafePickleError(f"{name}: not a readable pickle ({type(err).__name__}: {err})") from None
     except RecursionError:
         raise UnsafePickleError(f"{name}: nested too deeply to read") from None
+
+
+def loads_pickle(data: bytes, name: str = "<bytes>") -> Any:
+    """`load_pickle` for bytes already in memory; ``name`` is used in error messages."""
+    with _named_errors(name):
+        raw = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return _Normaliser(MIN_NODES + MAX_NODES_PER_BYTE * len(data))(raw)
 
 
 _BUILT: dict[str, int] = {}
@@ -186,25 +195,20 @@ class PickleItems:
 
 def load_pickle_items(path: str | Path) -> PickleItems:
     """A pickled list (refs) read without running code, its items left to `PickleItems.plain`. Text is
-    decoded by the unpickler (UTF-8); a file with text that is not UTF-8 is read by `load_pickle` instead
-    (its items plain already). Raises `UnsafePickleError` as `load_pickle` does, and for anything but a
-    list."""
+    decoded by the unpickler (UTF-8); a file holding text that is not UTF-8, or anything but a list at
+    the top, is read by `load_pickle` instead (the items then plain already). Raises `UnsafePickleError`
+    as `load_pickle` does."""
     data = Path(path).read_bytes()
     budget = MIN_NODES + MAX_NODES_PER_BYTE * len(data)
-    try:
-        items = RestrictedUnpickler(io.BytesIO(data), encoding="utf-8").load()
-    except UnicodeDecodeError:
-        return PickleItems(loads_pickle(data, str(path)), str(path), budget, True)
-    except UnsafePickleError as err:
-        raise UnsafePickleError(f"{path}: {err}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as err:
-        raise UnsafePickleError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from None
-    except RecursionError:
-        raise UnsafePickleError(f"{path}: nested too deeply to read") from None
+    with _named_errors(str(path)):
+        try:
+            items = RestrictedUnpickler(io.BytesIO(data), encoding="utf-8").load()
+        except UnicodeDecodeError:
+            items = None
+        if type(items) is list and len(items) + 1 > budget:
+            raise _too_many(budget)
     if type(items) is not list:
         return PickleItems(loads_pickle(data, str(path)), str(path), budget, True)
-    if len(items) + 1 > budget:
-        raise UnsafePickleError(f"{path}: {_too_many(budget)}")
     return PickleItems(items, str(path), budget, False)
 
 
