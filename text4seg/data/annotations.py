@@ -2,7 +2,8 @@
 
 Loaders (`coco`, `refer`) only read and check annotation files; they decode no mask. A
 `RecordSpec` says which annotations go under which label; `records` decodes each annotation once
-per image and writes the records.
+per image and writes the records. A deferred loader (``refer``'s, as a build uses it) leaves each
+image's checks and specs to the process that makes its records (`PendingImage`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@
 back in image order, so the output does not depend on ``num_proc``) and stores them
 (`text4seg.data.storage`: Arrow batches, atomic folder write, fingerprint cache, build report).
 
-Bad input is skipped, counted and listed in ``build_report.json`` (id, reason, detail, file); with
-``strict`` the first problem raises `DataError`. A fingerprint of the input files and parameters
+Bad input is skipped, counted and listed in ``build_report.json`` (id, reason, detail, file): what
+the main process met reading the files first, then image by image in image id order (refcoco and
+grefcoco check each image's annotations and refs where its records are made); with ``strict`` the
+first problem in that order raises `DataError`, whatever ``num_proc``. A fingerprint of the input files and parameters
 is stored in that report; `build` returns the saved dataset unchanged when it matches.
 
 `BuildConfig`, `BuildResult`, `to_llava_json`, `REPORT_NAME`, `RECORDS_VERSION`, `fingerprint` and
