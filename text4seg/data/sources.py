@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .annotations import Source
+from .workers import forks
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ def _refer_loader(kind: str) -> Callable[[SourceRequest, list[Path]], list[Sourc
             dataset=request.dataset_name or kind,
             splits=request.splits,
             strict=request.strict,
-            deferred=True,  # each image's checks and specs made in the workers that make its records
+            # each image's checks and specs made in the workers that make its records; spawned workers
+            # would be sent every annotation and ref with each chunk, so there they are made here
+            deferred=forks(),
         )
         return [source]
 

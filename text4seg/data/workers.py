@@ -11,6 +11,7 @@ items and are sent only each chunk's bounds (pickling a build's jobs cost the ma
 from __future__ import annotations
 
 import itertools
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -32,13 +33,18 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
         yield list(items[start : start + size])
 
 
+def forks() -> bool:
+    """Whether worker processes are forked, inheriting this process's memory (everywhere but Windows,
+    where multiprocessing has no fork: there they are spawned and sent what they work on)."""
+    return sys.platform != "win32"
+
+
 def _context() -> multiprocessing.context.BaseContext:
     import multiprocessing
 
     # fork where the platform has it: spawn re-imports the caller's __main__, which fails for
     # stdin, notebooks and unguarded scripts
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    return multiprocessing.get_context("fork" if forks() else "spawn")
 
 
 def ordered_map(
