@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from text4seg.protocol.asking import Asking
@@ -50,6 +52,19 @@ def test_missing_column_and_empty_set_are_named(records, tmp_path):
         load_datasets(_config(), [])
     train, evaluation = load_datasets(_config(max_train_samples=2), records, records[:1])
     assert len(train) == 2 and len(evaluation) == 1
+
+
+def test_a_missing_eval_split_is_said_not_skipped_silently(tmp_path):
+    import datasets
+    from support.records import built
+
+    datasets.DatasetDict({"train": built("refcoco", images=2, size=48, grid=8)}).save_to_disk(str(tmp_path))
+    with pytest.warns(UserWarning, match=r"no split 'val' \(it has train\): training without evaluation"):
+        train, evaluation = load_datasets(_config(tmp_path))  # data.eval_split defaults to "val"
+    assert len(train) > 0 and evaluation is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for no evaluation: nothing to say
+        assert load_datasets(_config(tmp_path, eval_split=None))[1] is None
 
 
 @pytest.mark.parametrize("relocate", ["move", "copy"])

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,12 @@ def _splits(config: TrainConfig) -> tuple[Any, Any]:
     if d.train_split not in loaded:
         raise DataError(
             f"{d.path} has no split {d.train_split!r} (it has {', '.join(loaded)}): set data.train_split"
+        )
+    if d.eval_split and d.eval_split not in loaded:
+        warnings.warn(
+            f"{d.path} has no split {d.eval_split!r} (it has {', '.join(loaded)}): training without "
+            "evaluation; set data.eval_split to one of those, or to null to silence this",
+            stacklevel=3,
         )
     return loaded[d.train_split], loaded.get(d.eval_split) if d.eval_split else None
 
