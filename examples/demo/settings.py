@@ -75,9 +75,9 @@ def load(
 def demo_settings(values: dict[str, Any], where: str = "demo") -> DemoSettings:
     """`DemoSettings` from a mapping, typed by the train config's own conversion (so `--set demo.x=...`
     reads values exactly as `--set optim.lr=...` does)."""
-    from text4seg.train.config import _from_dict
+    from text4seg.train.config import dataclass_from_dict
 
     try:
-        return _from_dict(DemoSettings, values, "demo")
+        return dataclass_from_dict(DemoSettings, values, "demo")
     except (ConfigError, TypeError) as err:
         raise ConfigError(f"{where}: {err}") from None

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from text4seg.train.config import ConfigError, apply_overrides, config_from_dict, load_config
+from text4seg.train.config import (
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    dataclass_from_dict,
+    load_config,
+)
 
 
 def test_yaml_and_overrides(tmp_path):
@@ -29,6 +35,22 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.data.eval_split is None
     assert cfg.output.save_merged is True
     assert load_config(recipe).optim.lr == pytest.approx(1e-4)  # "1e-4" is a YAML string; read as a float
+
+
+def test_a_settings_class_of_ones_own_reads_like_a_recipe():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Knobs:
+        size: int = 1
+        rate: float | None = None
+        names: list[str] = dataclasses.field(default_factory=list)
+
+    assert dataclass_from_dict(Knobs, {"size": 3.0, "rate": "1e-3", "names": ["a"]}) == Knobs(3, 1e-3, ["a"])
+    with pytest.raises(ConfigError, match=r"knobs\.size: expected an integer"):
+        dataclass_from_dict(Knobs, {"size": "three"}, "knobs")
+    with pytest.raises(ConfigError, match="knobs: unknown key"):
+        dataclass_from_dict(Knobs, {"colour": 1}, "knobs")
 
 
 @pytest.mark.parametrize(

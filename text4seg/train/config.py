@@ -243,7 +243,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     """Check/convert a YAML value against a type hint (dataclass, Optional, list, dict, scalars)."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, _mapping(value, where), where)
+        return dataclass_from_dict(hint, _mapping(value, where), where)
     if origin in (typing.Union, types.UnionType):
         return _union(value, hint, where)
     if origin is list:
@@ -329,7 +329,11 @@ _SCALARS = {bool: _bool, int: _int, float: _finite, str: _str}
 """Scalar type hint -> its checker/converter."""
 
 
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+def dataclass_from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """An instance of the dataclass `cls` from a mapping, each value checked and converted against its
+    field's type hint as a recipe's are (nested dataclasses, Optional, lists, scalars); ConfigError naming
+    the key (`where` prefixes it) for an unknown key or a bad value. For settings of one's own that
+    should read like a recipe (e.g. examples/demo's `DemoSettings`)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -381,7 +385,7 @@ def config_from_dict(
     """Build a validated `TrainConfig` from a mapping plus `key=value` overrides."""
     merged = apply_overrides(data or {}, list(overrides or []))
     try:
-        return _from_dict(TrainConfig, merged, "").validate()
+        return dataclass_from_dict(TrainConfig, merged, "").validate()
     except ConfigError as err:
         if where:
             raise ConfigError(f"{where}: {err}") from None
