@@ -29,8 +29,8 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check text4seg tests bench examples
-	$(VENV)/bin/ruff format --check text4seg tests bench examples
+	$(VENV)/bin/ruff check text4seg tests bench examples notebooks
+	$(VENV)/bin/ruff format --check text4seg tests bench examples notebooks
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info
