@@ -4,7 +4,8 @@ to the demo's text, a question-first chat template and a 2-D sin-cos start for t
 - The fitted tokenizer makes each whole descriptor row one token (``others *5| target *4| others *7\\n ``,
   ~120 distinct rows) and keeps every other word a token of its own, so the expression's colour and kind
   stay readable; with a fixed target label, answer row k then sits exactly k text positions after the
-  start, at a constant rotary offset from image row k.
+  start, at a constant rotary offset from the image token row that holds it (row k // 2 with the recipe's
+  2×2 merged vision tokens).
 - The question before the image keeps that offset the same for every record.
 - The vision tower's position table starts as a 2-D sin-cos code at the scale of its patch features
   (`text4seg.models.positions`): a random table starts at a sixteenth of that scale and barely grows.

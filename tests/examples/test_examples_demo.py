@@ -80,7 +80,7 @@ def test_recipe_is_a_train_recipe_and_demo_yaml_holds_the_rest():
     config = load_config(RECIPE)  # the same typed TrainConfig as `text4seg train`
     assert (config.optim.scheduler, config.optim.schedule_by) == ("cosine", "time")
     assert config.data.shuffle is False and config.finetune.method == "full"
-    assert config.model.tiny["vision_config"] == {"spatial_merge_size": 1}
+    assert config.model.tiny["vision_config"] == {"spatial_merge_size": 2}
     config, demo = load(["optim.lr=6e-3", "demo.num_images=7", "demo.target_label=null"])
     assert config.optim.lr == 6e-3 and demo.num_images == 7 and demo.target_label is None
     recipe, own = (yaml.safe_load(path.read_text()) for path in (RECIPE, DEMO_SETTINGS))
@@ -163,6 +163,9 @@ def test_saved_demo_model_predicts(demo_out):
 
     segmenter = Segmenter.from_pretrained(demo_out / "model", device="cpu")
     assert segmenter.answer_sentences == "free"  # restored from model/text4seg.json
+    # the saved processor cuts images as the saved vision tower merges them (recipe.yaml: 2x2)
+    assert segmenter.processor.image_processor.merge_size == 2
+    assert segmenter.model.config.vision_config.spatial_merge_size == 2
     sample = generate_sample(5, 128)
     result = segmenter.segment(Image.fromarray(sample.image), "the red circle")
     assert result.ok and result.mask.shape == (128, 128) and result.grid.shape == (16, 16)
