@@ -138,6 +138,35 @@ def test_every_assistant_turn_of_a_conversation_is_labelled_beside_text_only_rec
         assert torch.isfinite(model(**inputs).loss)
 
 
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "paligemma"])  # paligemma: one answer a record
+def test_a_conversation_preprocesses_its_images_once_with_the_same_tokens(arch, records):
+    from text4seg.train.collate import split_record
+
+    _, processor = build_tiny(arch)
+    collator = Collator(processor, max_length=4096)
+    record = _multi_turn(_multi_turn(records[0]), "multi/3")  # three answers: four extra processor calls
+    inner, calls = processor.image_processor, []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def __call__(self, *args, **kwargs):
+            calls.append(1)
+            return inner(*args, **kwargs)
+
+    processor.image_processor = Counting()
+    plain = collator._encode(record, *split_record(record))  # what encode did before: no reuse
+    assert len(calls) == 5
+    calls.clear()
+    once = collator.encode(record)
+    assert len(calls) == 1 and type(processor.image_processor) is Counting  # put back afterwards
+    assert once.labels == plain.labels and sum(label != IGNORE_INDEX for label in once.labels) > 0
+    assert once.features.keys() == plain.features.keys()
+    for key, value in plain.features.items():
+        assert torch.equal(once.features[key], value), key
+
+
 def test_a_template_that_rewrites_earlier_turns_is_refused(records):
     _, processor = build_tiny("qwen2_vl")
     processor.chat_template = (

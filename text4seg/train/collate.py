@@ -16,7 +16,8 @@ EVERY assistant answer: the prompt of step 1 then holds the earlier turns as the
 and each earlier answer is located by a token-level diff: the conversation up to that answer rendered with
 `add_generation_prompt=True` (P) and the same text followed by the answer and its end token (R) are run
 through the processor with the images they mention; R must be a prefix of the prompt ids and the tokens
-after P's common prefix with R are labelled. A template whose rendering of earlier turns is not a prefix
+after P's common prefix with R are labelled (the images are preprocessed once for all these calls:
+`image_features_once`). A template whose rendering of earlier turns is not a prefix
 of the later rendering is refused with `RecordError`, as is a multi-turn record for a processor without a
 chat template (PaliGemma's prefix/suffix format has one question and one answer; it also needs an image
 in every record). Records with one answer take exactly the one-turn path above; no record needs masks, and
@@ -26,7 +27,8 @@ truncated (cutting through image tokens breaks the model), and its id is returne
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,9 +85,15 @@ class Collator:
 
     def encode(self, record: Mapping[str, Any]) -> EncodedRecord:
         """Encode one record (no length check)."""
+        prompt_messages, answer, images = split_record(record)
+        if not any(m.get("role") == "assistant" for m in prompt_messages):
+            return self._encode(record, prompt_messages, answer, images)
+        with image_features_once(self.processor):  # the earlier answers' spans re-run the processor
+            return self._encode(record, prompt_messages, answer, images)
+
+    def _encode(self, record, prompt_messages, answer, images) -> EncodedRecord:
         import torch
 
-        prompt_messages, answer, images = split_record(record)
         if not images and not self._registry.has_chat_template(self.processor):
             raise RecordError(
                 f"record {records.record_id(record)}: a text-only record cannot train a model without a chat "
@@ -139,6 +147,62 @@ class Collator:
         batch["skipped"] = skipped
         batch["ids"] = [e.id for e in encoded]
         return batch
+
+
+class _OnceImageProcessor:
+    """Stands in for a processor's image processor: runs it once per distinct (images, options), then
+    hands out shallow copies of that result (a processor may pop keys from it); every other attribute is
+    the wrapped processor's."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner, self._results = inner, {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import copy
+
+        key = _call_key(args, kwargs)
+        if key is None:
+            return self._inner(*args, **kwargs)
+        if key not in self._results:
+            self._results[key] = self._inner(*args, **kwargs)
+        return copy.copy(self._results[key])
+
+
+def _call_key(args: tuple, kwargs: dict) -> Any:
+    """A hashable key of an image processor call: the images by identity (they live as long as the record
+    being encoded, and so as long as the cache), the options by value; None when an option is unhashable."""
+
+    def identity(value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(identity(v) for v in value)
+        return ("id", id(value))
+
+    try:
+        options = tuple(sorted((k, v) for k, v in kwargs.items() if k != "images"))
+        hash(options)
+    except TypeError:
+        return None
+    return identity(args), identity(kwargs.get("images")), options
+
+
+@contextmanager
+def image_features_once(processor: Any) -> Iterator[None]:
+    """Within the block, `processor` preprocesses each distinct set of images once: a multi-turn record runs
+    the processor once for the whole conversation and twice per earlier answer, always on its same images
+    (6 turns with a 640×480 image: 9× the cost of one turn without this). Token ids are unchanged; a
+    processor without an `image_processor` attribute is left as it is."""
+    inner = getattr(processor, "image_processor", None)
+    if inner is None or isinstance(inner, _OnceImageProcessor):
+        yield
+        return
+    processor.image_processor = _OnceImageProcessor(inner)
+    try:
+        yield
+    finally:
+        processor.image_processor = inner
 
 
 def _assistant_text(message: Mapping[str, Any]) -> str:
