@@ -14,7 +14,19 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["codec", "upsample", "data", "train", "collate", "visible", "infer", "eval", "semantic", "reliability", "demo"]
+ORDER = [
+    "codec",
+    "upsample",
+    "data",
+    "train",
+    "collate",
+    "visible",
+    "infer",
+    "eval",
+    "semantic",
+    "reliability",
+    "demo",
+]
 
 
 def collect() -> str:
