@@ -60,9 +60,6 @@ EVAL_TASKS = ("all", "refer", "semantic")
 """What `evaluate(task=...)` scores: every record as it asks, the expression records (refer, instance), or
 the semantic records asked with the whole class list (open-vocabulary semantic segmentation)."""
 _KEPT_TASKS = {"all": None, "refer": ("refer", "instance"), "semantic": ("semantic",)}
-QUESTION_STYLES = ("list", "pipe")
-"""How `--task semantic` asks: ``list``, the model's question template; ``pipe``, the class names joined
-by `` | `` (as Text4Seg asks; `text4seg.data.labelmap.QUESTION_STYLES`)."""
 
 
 def _scorable(data: Any, task: str = "all") -> tuple[Any, dict[str, int]]:
@@ -92,16 +89,6 @@ def read_class_file(path: str | os.PathLike) -> list[str]:
             raise ValueError(f"class file {path}: {name!r} is named twice (second time: name {k})")
         seen.add(name)
     return names
-
-
-def class_question(classes: Sequence[str], style: str) -> str | None:
-    """The question override that asks for `classes` in `style` (None for ``list``: the model's own
-    template); braces are escaped since the segmenter formats the override with ``{classes}``."""
-    if style not in QUESTION_STYLES:
-        raise ValueError(f"question style must be one of {list(QUESTION_STYLES)}, got {style!r}")
-    if style == "list":
-        return None
-    return " | ".join(classes).replace("{", "{{").replace("}", "}}")
 
 
 def _class_lists(data: Any, task: str, classes: Sequence[str] | None) -> tuple[list[str], list[str] | None]:
