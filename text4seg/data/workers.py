@@ -11,7 +11,6 @@ items and are sent only each chunk's bounds (pickling a build's jobs cost the ma
 from __future__ import annotations
 
 import itertools
-import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -34,9 +33,11 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
 
 
 def forks() -> bool:
-    """Whether worker processes are forked, inheriting this process's memory (everywhere but Windows,
-    where multiprocessing has no fork: there they are spawned and sent what they work on)."""
-    return sys.platform != "win32"
+    """Whether worker processes are forked, inheriting this process's memory: wherever multiprocessing
+    has the fork start method (not Windows: there they are spawned and sent what they work on)."""
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def _context() -> multiprocessing.context.BaseContext:
